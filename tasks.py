@@ -1,0 +1,100 @@
+"""wasmforge: ONNX models -> standalone, hash-verified WebAssembly (WASI) inference modules.
+
+Run `invoke --list` for the tasks and `invoke --help TASK` for their options.
+Every task is a thin wrapper: the work lives in the `wasmforge` package.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+
+
+def user_errors(func):
+    """Show a UserError (or a broken artifact) as one `error:` line and exit non-zero."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from wasmforge.artifact import ArtifactError
+        from wasmforge.errors import UserError
+        from wasmforge.runner import WasmRunError
+
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except (ArtifactError, WasmRunError) as exc:
+            raise Exit(f"error: {exc}", code=getattr(exc, "exit_code", 1) or 1) from None
+        except KeyboardInterrupt:
+            raise Exit("error: interrupted", code=130) from None
+
+    return wrapper
+
+
+@task(help={"rebuild": "rebuild the images even if cached", "no_cache": "build without Docker's layer cache"})
+@user_errors
+def image(c, rebuild=False, no_cache=False):
+    """Bootstrap the base image (if needed) and build the builder and smoke images."""
+    from rich.console import Console
+
+    from wasmforge import images
+
+    console = Console(stderr=True)
+    client = images.docker_client()
+    for ensure in (images.ensure_builder, images.ensure_smoke):
+        built = ensure(client, console, rebuild=rebuild, no_cache=no_cache)
+        console.print(f"{sorted(built.tags)[0] if built.tags else built.id}  {built.short_id}")
+
+
+@task(
+    help={
+        "model": "a model from models.toml (see `invoke models`)",
+        "onnx": "path to your own ONNX file (instead of --model)",
+        "name": "name of the artifact (default: the model name or the file's stem)",
+        "input_shape": "fix a dynamic input shape, NAME=1x3x224x224 (repeatable)",
+    },
+    iterable=["input_shape"],
+)
+@user_errors
+def build(c, model=None, onnx=None, name=None, input_shape=None):
+    """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS."""
+    from wasmforge.build import build as build_artifact
+
+    build_artifact(model=model, onnx=onnx, name=name, input_shapes=tuple(input_shape or ()))
+
+
+@task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",
+            "output": ".npy file to write (repeatable)"}, iterable=["input", "output"])
+@user_errors
+def run(c, model, input=None, output=None):
+    """Run dist/<model>/<model>.wasm on .npy inputs with wasmtime (after checking its hashes)."""
+    from wasmforge.run import run_artifact
+
+    run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()])
+
+
+@task(help={"model": "artifact name under dist/"})
+@user_errors
+def verify(c, model):
+    """Check dist/<model>/ against its SHA256SUMS and manifest."""
+    from wasmforge.run import verify_artifact_dir
+
+    checked = verify_artifact_dir(model)
+    print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
+
+
+@task
+@user_errors
+def models(c):
+    """List the models in the registry (models.toml)."""
+    from wasmforge.registry import load_registry
+
+    for spec in load_registry().values():
+        print(f"{spec.name:16} {spec.description}")
+
+
+if __name__ == "__main__":
+    sys.exit("run tasks with `invoke`, e.g. `invoke build --model lenet-digits`")

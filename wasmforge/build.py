@@ -1,0 +1,191 @@
+"""`invoke build`: a registry model or an ONNX file -> `dist/<name>/`.
+
+1. resolve the model to a local, hash-checked ONNX file (host);
+2. make sure the builder image exists (bootstrapping the base if needed);
+3. in the builder container: kernels, plan, params, cargo build -> `.wasm`;
+4. on the host: reference inputs/outputs from onnxruntime, a check of the
+   `.wasm` against them under wasmtime, the manifest and SHA256SUMS;
+5. rename the staging directory into place. Any failure before that leaves the
+   previous `dist/<name>/` untouched and removes the staging directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from . import __version__, artifact, images, reference
+from .container import Mount, StepRun, run_step
+from .errors import UserError
+from .fetch import model_path
+from .hashing import sha256_file
+from .paths import DIST, ROOT
+from .registry import check_model_name, get_model
+from .runner import WasmModel, WasmRunError
+
+REFERENCE_CASES = 3
+
+
+@dataclass
+class Source:
+    """The model to build, resolved to a local ONNX file."""
+
+    name: str
+    onnx: Path
+    description: dict  # what the manifest records about where it came from
+
+
+def resolve_source(model: str | None, onnx: str | None, name: str | None) -> Source:
+    if bool(model) == bool(onnx):
+        raise UserError("give exactly one of --model NAME or --onnx PATH")
+    if model:
+        spec = get_model(model)
+        if name:
+            check_model_name(name)
+        path = model_path(spec)
+        return Source(name or spec.name, path, {"registry": spec.name, "sha256": spec.sha256})
+    path = Path(onnx)
+    if not path.is_file():
+        raise UserError(f"no such file: {onnx}")
+    final_name = name or path.stem
+    check_model_name(final_name)
+    return Source(final_name, path.resolve(), {"file": path.name, "sha256": sha256_file(path)})
+
+
+def check_onnx(path: Path) -> None:
+    """Fail fast, before any container starts, on files that are not ONNX models."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UserError(f"{path.name} is not a valid ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise UserError(f"{path.name} is not a valid ONNX model (no graph nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise UserError(f"{path.name} failed the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
+
+
+def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
+          input_shapes: tuple[str, ...] = (), dist: Path = DIST,
+          console: Console | None = None) -> Path:
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    source = resolve_source(model, onnx, name)
+    check_onnx(source.onnx)
+    console.print(f"[bold]building {source.name}[/] from {source.onnx.name}")
+
+    client = images.docker_client()
+    builder = images.ensure_builder(client, console)
+
+    staging = artifact.staging_dir(dist, source.name)
+    try:
+        command = ["python3", "/src/scripts/build_module.py", "--onnx", "/in/model.onnx",
+                   "--name", source.name, "--out", "/out"]
+        for spec in input_shapes:
+            command += ["--input-shape", spec]
+        run_step(
+            client,
+            StepRun(
+                image=builder.id,
+                command=command,
+                mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
+                        Mount(str(staging), "/out", read_only=False)],
+            ),
+            console,
+            title="builder",
+        )
+        graph_info = json.loads((staging / "graph-info.json").read_text())
+        (staging / "graph-info.json").unlink()
+        cases = write_reference(staging, source.onnx, graph_info)
+        check_against_reference(staging / f"{source.name}.wasm", staging, cases, console)
+        write_manifest(staging, source, graph_info, builder, cases)
+        artifact.write_sums(staging)
+        final = dist / source.name
+        artifact.publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    console.print(f"[bold green]built[/] {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}"
+                  f" in {time.monotonic() - started:.1f} s")
+    return final
+
+
+def write_reference(staging: Path, onnx_path: Path, graph_info: dict) -> int:
+    """Seeded inputs and onnxruntime's outputs, kept with the artifact for smoke tests."""
+    sess = reference.session(onnx_path)
+    ref_dir = staging / "reference"
+    for case in range(REFERENCE_CASES):
+        inputs = reference.seeded_inputs(graph_info["inputs"], seed=case)
+        outputs = reference.run_reference(sess, inputs)
+        case_dir = ref_dir / f"case{case}"
+        case_dir.mkdir(parents=True)
+        for index, array in enumerate(inputs):
+            np.save(case_dir / f"input{index}.npy", array, allow_pickle=False)
+        for index, array in enumerate(outputs):
+            np.save(case_dir / f"output{index}.npy", array, allow_pickle=False)
+    return REFERENCE_CASES
+
+
+def load_case(directory: Path, case: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    case_dir = directory / "reference" / f"case{case}"
+    def load(prefix: str) -> list[np.ndarray]:
+        paths = sorted(case_dir.glob(f"{prefix}*.npy"), key=lambda p: int(p.stem[len(prefix):]))
+        return [np.load(p, allow_pickle=False) for p in paths]
+    return load("input"), load("output")
+
+
+def check_against_reference(wasm: Path, directory: Path, cases: int, console: Console) -> None:
+    """The build fails if the module disagrees with onnxruntime."""
+    module = WasmModel(wasm)
+    foreign = sorted({m for m, _ in module.imports()} - {"wasi_snapshot_preview1"})
+    if foreign:
+        raise UserError(f"{wasm.name} imports from {', '.join(foreign)}; only WASI is allowed", 1)
+    for case in range(cases):
+        inputs, expected = load_case(directory, case)
+        try:
+            result = module.run(inputs)
+        except WasmRunError as exc:
+            raise UserError(f"{wasm.name} failed on reference case {case}: {exc}", 1) from None
+        comparison = reference.compare(result.outputs, expected)
+        if not comparison.ok:
+            raise UserError(
+                f"{wasm.name} disagrees with onnxruntime on case {case}: max abs diff "
+                f"{comparison.max_abs_diff:.3g} (tolerance {comparison.tolerance:.3g}), "
+                f"same top-1: {comparison.same_top1}", 1)
+        console.print(f"[bold cyan]verify[/] case {case}: max abs diff {comparison.max_abs_diff:.2e}"
+                      f" (max |ref| {comparison.max_abs_ref:.3g}), top-1 equal")
+
+
+def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int) -> None:
+    files = {
+        name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
+        for name in artifact.artifact_files(staging)
+    }
+    manifest = {
+        "format": 1,
+        "name": source.name,
+        "wasm": f"{source.name}.wasm",
+        "wasmforge": __version__,
+        "source": source.description,
+        "inputs": graph_info["inputs"],
+        "outputs": graph_info["outputs"],
+        "target": {"wasm": "wasm32-wasip1", "tvm": graph_info["target"]},
+        "toolchain": {**images.image_versions(builder), **graph_info["versions"]},
+        "builder_image": {"id": builder.id, "tags": sorted(builder.tags)},
+        "kernels": graph_info["kernels"],
+        "kernel_calls": graph_info["calls"],
+        "params_size": graph_info["params_size"],
+        "reference": {"cases": cases, "relative_tolerance": reference.RELATIVE_TOLERANCE,
+                      "absolute_floor": reference.ABSOLUTE_FLOOR},
+        "files": files,
+    }
+    (staging / artifact.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,91 @@
+"""Run one step in a container with the docker SDK, streaming its log.
+
+The container is always removed afterwards, also when the step fails or the
+user presses Ctrl-C, so no stopped containers pile up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from .errors import UserError
+
+# Lines the in-container scripts print to mark a step, e.g. "==> graph".
+STEP_PREFIX = "==> "
+
+
+@dataclass
+class Mount:
+    host: str
+    container: str
+    read_only: bool = True
+
+
+@dataclass
+class StepRun:
+    image: str
+    command: list[str]
+    mounts: list[Mount]
+    environment: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+    workdir: str = "/work"
+
+
+def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
+    """Run `step`, echo its output, and return the output lines.
+
+    A non-zero exit raises UserError carrying the step's own `error:` line when
+    it printed one (exit code 2: the input is at fault) or the log tail.
+    """
+    volumes = {
+        m.host: {"bind": m.container, "mode": "ro" if m.read_only else "rw"} for m in step.mounts
+    }
+    container = client.containers.create(
+        step.image,
+        step.command,
+        volumes=volumes,
+        environment=step.environment,
+        working_dir=step.workdir,
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_disabled=not step.network,
+        network_mode=None if step.network else "none",
+        labels={"io.wasmforge.step": title},
+        tmpfs={"/tmp": "rw,exec,mode=1777", "/work": "rw,exec,mode=1777"},
+        detach=True,
+    )
+    lines: list[str] = []
+    started = time.monotonic()
+    step_started = started
+    try:
+        container.start()
+        pending = ""
+        for chunk in container.logs(stream=True, follow=True):
+            pending += chunk.decode("utf-8", errors="replace")
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                lines.append(line)
+                if line.startswith(STEP_PREFIX):
+                    now = time.monotonic()
+                    console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
+                                  f"  [dim](+{now - step_started:.1f} s)[/]")
+                    step_started = now
+                else:
+                    console.print(f"  [dim]{line}[/]", highlight=False, markup=False)
+        if pending:
+            lines.append(pending)
+        status = container.wait()
+    finally:
+        container.remove(force=True)
+    code = status.get("StatusCode", 1)
+    if code != 0:
+        errors = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
+        if errors:
+            raise UserError(errors[-1], exit_code=2 if code == 2 else 1)
+        tail = " | ".join(ln.strip() for ln in lines[-5:] if ln.strip())
+        raise UserError(f"{title} failed with exit code {code}: {tail}", exit_code=1)
+    console.print(f"[bold green]{title}[/] done in {time.monotonic() - started:.1f} s")
+    return lines

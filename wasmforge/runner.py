@@ -1,0 +1,138 @@
+"""Run a wasmforge `.wasm` module under wasmtime-py, with memory and time limits.
+
+Only numpy, wasmtime and the standard library are used here, because the smoke
+test image (which has no TVM, onnx or docker SDK) runs this same module.
+
+The module sees one private, freshly made directory as `/io`: the inputs are
+written there as `.npy` files and the outputs read back from it. Nothing else
+of the host file system, no environment variables and no network are visible.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import wasmtime
+
+DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of linear memory; ResNet50 needs ~230 MiB
+DEFAULT_TIME_LIMIT = 600.0  # seconds per invocation
+
+
+class WasmRunError(Exception):
+    """The module refused its input (exit 2), failed, trapped or hit a limit."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RunResult:
+    outputs: list[np.ndarray]
+    run_ms: list[float]  # per inference, as timed inside the module
+    wall_s: float  # instantiate + I/O + inference, as seen from the host
+
+
+class WasmModel:
+    """A compiled module, ready to be instantiated once per run."""
+
+    def __init__(self, wasm_path: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                 time_limit: float = DEFAULT_TIME_LIMIT):
+        config = wasmtime.Config()
+        config.epoch_interruption = True  # lets a timer stop a runaway module
+        config.cranelift_opt_level = "speed"
+        self.engine = wasmtime.Engine(config)
+        self.module = wasmtime.Module.from_file(self.engine, str(wasm_path))
+        self.memory_limit = memory_limit
+        self.time_limit = time_limit
+
+    def imports(self) -> list[tuple[str, str]]:
+        return [(imp.module, imp.name or "") for imp in self.module.imports]
+
+    def info(self) -> dict:
+        """The module's own description of its inputs and outputs (`--info`)."""
+        with tempfile.TemporaryDirectory(prefix="wasmforge-run-") as tmp:
+            stdout = self._invoke(Path(tmp), ["--info"])
+        return json.loads(stdout)
+
+    def run(self, inputs: list[np.ndarray], repeat: int = 1) -> RunResult:
+        with tempfile.TemporaryDirectory(prefix="wasmforge-run-") as tmp:
+            io_dir = Path(tmp)
+            args = []
+            for index, array in enumerate(inputs):
+                np.save(io_dir / f"input{index}.npy", array, allow_pickle=False)
+                args += ["--input", f"/io/input{index}.npy"]
+            count = len(self.info_outputs)
+            for index in range(count):
+                args += ["--output", f"/io/output{index}.npy"]
+            if repeat != 1:
+                args += ["--repeat", str(repeat)]
+            started = time.perf_counter()
+            _, stderr = self._invoke(io_dir, args, want_stderr=True)
+            wall = time.perf_counter() - started
+            outputs = [np.load(io_dir / f"output{i}.npy", allow_pickle=False) for i in range(count)]
+        run_ms = []
+        for line in stderr.splitlines():
+            if line.startswith("{") and "run_ms" in line:
+                run_ms = json.loads(line)["run_ms"]
+        return RunResult(outputs, run_ms, wall)
+
+    @property
+    def info_outputs(self) -> list[dict]:
+        if not hasattr(self, "_info"):
+            self._info = self.info()
+        return self._info["outputs"]
+
+    def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=self.memory_limit)
+        store.set_epoch_deadline(1)
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = ["model.wasm", *args]
+        wasi.preopen_dir(str(io_dir), "/io")
+        stdout_path, stderr_path = io_dir / ".stdout", io_dir / ".stderr"
+        wasi.stdout_file = str(stdout_path)
+        wasi.stderr_file = str(stderr_path)
+        store.set_wasi(wasi)
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+
+        timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
+        timer.daemon = True
+        timer.start()
+        exit_code = 0
+        trap = None
+        try:
+            instance = linker.instantiate(store, self.module)
+            instance.exports(store)["_start"](store)
+        except wasmtime.ExitTrap as exc:
+            exit_code = exc.code
+        except wasmtime.Trap as exc:
+            trap = exc
+        except wasmtime.WasmtimeError as exc:  # e.g. memory limit hit at instantiation
+            trap = exc
+        finally:
+            timer.cancel()
+        stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
+        stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+        if trap is not None:
+            raise WasmRunError(_describe_trap(trap, self.time_limit), exit_code=1)
+        if exit_code != 0:
+            lines = [ln for ln in stderr.splitlines() if ln.strip()]
+            message = lines[-1] if lines else f"module exited with code {exit_code}"
+            raise WasmRunError(message.removeprefix("error: "), exit_code=exit_code)
+        return (stdout, stderr) if want_stderr else stdout
+
+
+def _describe_trap(trap: Exception, time_limit: float) -> str:
+    text = str(trap)
+    if "interrupt" in text:
+        return f"time limit exceeded ({time_limit:g} s)"
+    first = text.strip().splitlines()[0] if text.strip() else type(trap).__name__
+    return f"module trapped: {first}"
