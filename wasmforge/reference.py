@@ -31,7 +31,15 @@ def seeded_inputs(inputs: list[dict], seed: int) -> list[np.ndarray]:
         dtype = np.dtype(spec["dtype"])
         shape = spec["shape"]
         if dtype.kind == "f":
-            arrays.append(rng.standard_normal(shape).astype(dtype))
+            # Noise with a random scale and offset per channel (axis 1): plain
+            # noise averages out in pooling networks, and every input would then
+            # get nearly the same answer, which makes a poor test.
+            channel_shape = [1] * len(shape)
+            if len(shape) >= 2:
+                channel_shape[1] = shape[1]
+            scale = rng.uniform(0.5, 2.0, channel_shape)
+            offset = rng.uniform(-1.0, 1.0, channel_shape)
+            arrays.append((rng.standard_normal(shape) * scale + offset).astype(dtype))
         elif dtype.kind == "b":
             arrays.append(rng.integers(0, 2, shape).astype(dtype))
         else:

@@ -1,0 +1,37 @@
+# Thin wrappers around `invoke` (tasks.py); the work lives in the wasmforge package.
+# `make build` and `make test` set everything up on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= lenet-digits
+
+.PHONY: setup build test test-python test-rust docker-test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/host.txt
+	@command -v debootstrap >/dev/null || { \
+	  echo "installing debootstrap (needed to bootstrap the base image offline)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes -r requirements/host.txt
+	touch $@
+
+build: setup
+	$(BIN)/invoke build --model $(MODEL)
+
+test: test-rust test-python
+
+test-rust:
+	cd rust_app && cargo test --workspace --locked --offline
+
+# pytest exits 5 when it collected no test; that is not a failure of the suite.
+test-python: setup
+	$(BIN)/python -m pytest tests -ra; code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ]
+
+docker-test: setup
+	$(BIN)/invoke smoke --model $(MODEL)
+
+clean:
+	rm -rf dist .cache/staging

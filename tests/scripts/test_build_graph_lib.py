@@ -1,0 +1,134 @@
+"""ONNX -> plan + params + archive, checked by running the plan with native kernels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import build_graph_lib
+import native_plan
+from onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+from plan import derive_plan
+
+from wasmforge import reference
+
+LENET = Path(__file__).resolve().parents[2] / "models" / "lenet-digits" / "lenet-digits.onnx"
+
+
+def plan_and_native(model: onnx.ModelProto, name: str = "m"):
+    inputs = build_graph_lib.graph_inputs(model, {})
+    mod, _ = build_graph_lib.lower(model, inputs)
+    plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs],
+                               [o.name for o in model.graph.output])
+    library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
+    return plan, params, native_plan.NativePlan(plan, params, library), inputs
+
+
+def assert_matches_onnxruntime(model: onnx.ModelProto, path: Path, cases: int = 3):
+    onnx.save(model, path)
+    plan, _, native, inputs = plan_and_native(model)
+    sess = reference.session(path)
+    for seed in range(cases):
+        x = reference.seeded_inputs(inputs, seed)
+        comparison = reference.compare(native.run(x), reference.run_reference(sess, x))
+        assert comparison.ok, comparison
+        assert comparison.max_abs_diff < 1e-4
+    return plan
+
+
+def test_tiny_cnn_plan_runs_like_onnxruntime(tmp_path):
+    plan = assert_matches_onnxruntime(tiny_cnn(), tmp_path / "tiny.onnx")
+    assert plan["format"] == 1
+    kinds = {t["kind"] for t in plan["tensors"]}
+    assert kinds == {"input", "param", "storage", "view"}
+    # BN was folded into the conv: no batch_norm kernel is left.
+    assert not any("batch_norm" in c["kernel"] for c in plan["calls"])
+    assert any(c["kernel"].startswith("fused_conv2d") for c in plan["calls"])
+
+
+def test_params_are_aligned_and_within_blob():
+    plan, params, _, _ = plan_and_native(tiny_cnn())
+    assert plan["params_size"] == len(params)
+    for t in plan["tensors"]:
+        if t["kind"] == "param":
+            assert t["offset"] % 64 == 0
+            nbytes = int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+            assert t["offset"] + nbytes <= len(params)
+
+
+def test_several_outputs(tmp_path):
+    plan = assert_matches_onnxruntime(two_outputs(), tmp_path / "two.onnx")
+    assert [o["name"] for o in plan["outputs"]] == ["r", "m"]
+
+
+@pytest.mark.skipif(not LENET.exists(), reason="lenet-digits not committed yet")
+def test_lenet_digits_plan_runs_like_onnxruntime(tmp_path):
+    assert_matches_onnxruntime(onnx.load(LENET), tmp_path / "lenet.onnx")
+
+
+def test_unsupported_ops_are_listed_sorted():
+    assert build_graph_lib.unsupported_ops(with_unsupported_ops()) == ["Celu", "Det"]
+
+
+def run_main(tmp_path, onnx_path, capsys, *extra):
+    code = build_graph_lib.main(["--onnx", str(onnx_path), "--out", str(tmp_path / "out"),
+                                 "--name", "m", *extra])
+    return code, capsys.readouterr()
+
+
+def test_main_reports_unsupported_ops_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.onnx"
+    onnx.save(with_unsupported_ops(), path)
+    code, out = run_main(tmp_path, path, capsys)
+    assert code == 2
+    assert out.err.strip().splitlines() == [
+        "error: bad.onnx uses ONNX operators the TVM frontend does not support: Celu, Det"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model at all \x00\xff", b"\x08\x07" * 10])
+def test_main_refuses_non_onnx_files(tmp_path, capsys, content):
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(content)
+    code, out = run_main(tmp_path, path, capsys)
+    assert code == 2
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: junk.onnx")
+
+
+def test_main_missing_file(tmp_path, capsys):
+    code, out = run_main(tmp_path, tmp_path / "nope.onnx", capsys)
+    assert code == 2 and "no such file" in out.err
+
+
+def test_dynamic_input_needs_a_shape(tmp_path, capsys):
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    code, out = run_main(tmp_path, path, capsys)
+    assert code == 2 and "--input-shape x=Nx1x8x8" in out.err
+    code, out = run_main(tmp_path, path, capsys, "--input-shape", "x=1x1x8x8")
+    assert code == 0, out.err
+
+
+@pytest.mark.skipif(shutil.which("llvm-ar") is None, reason="needs llvm-ar")
+def test_main_writes_archive_plan_params(tmp_path, capsys):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(), path)
+    code, out = run_main(tmp_path, path, capsys)
+    assert code == 0, out.err
+    out_dir = tmp_path / "out"
+    plan = json.loads((out_dir / "plan.json").read_text())
+    assert plan["params_size"] == (out_dir / "params.bin").stat().st_size
+    members = subprocess.run(["llvm-ar", "t", str(out_dir / "libgraph_wasm32.a")],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert members == ["kernels.o"]
+    info = json.loads((out_dir / "graph-info.json").read_text())
+    assert info["versions"]["tvm"].startswith("0.27")
+    assert info["target"]["mtriple"] == "wasm32-unknown-unknown"
