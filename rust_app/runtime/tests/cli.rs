@@ -1,0 +1,253 @@
+//! The command line: flag parsing, and whole runs in-process with fake
+//! kernels on tests/data/plan_storage_reuse.json.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use common::*;
+use wasmforge_runtime::cli::{self, error_line, parse_args, Model, Options};
+use wasmforge_runtime::json::{self, Value};
+use wasmforge_runtime::{npy, DType, Error};
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Output of one in-process run: result, stdout, stderr.
+struct Outcome {
+    result: Result<(), Error>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+fn run_with(plan_json: &[u8], argv: &[&str], stdin: &[u8]) -> Outcome {
+    let params = reuse_params();
+    let model = Model { plan_json, params: &params.0, kernels: &REUSE_KERNELS };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let result = cli::run(&model, &args(argv), &mut Cursor::new(stdin), &mut stdout, &mut stderr);
+    Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
+}
+
+fn run(argv: &[&str], stdin: &[u8]) -> Outcome {
+    run_with(&std::fs::read(data_path("plan_storage_reuse.json")).unwrap(), argv, stdin)
+}
+
+fn x_npy(values: &[f32]) -> Vec<u8> {
+    let mut b = Vec::new();
+    npy::write(&mut b, DType::F32, &[2, 3], &f32_bytes(values)).unwrap();
+    b
+}
+
+/// A fresh path in the temp directory, removed on drop.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(name: &str) -> TempPath {
+        TempPath(std::env::temp_dir().join(format!("wasmforge-cli-{}-{name}", std::process::id())))
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn read_f32(bytes: &[u8], shape: &[usize]) -> Vec<f32> {
+    f32s(&npy::read_expected(&mut Cursor::new(bytes), DType::F32, shape).unwrap())
+}
+
+#[test]
+fn parses_flags() {
+    let o = parse_args(&args(&["--input", "a.npy", "--input=-", "--output", "-", "--repeat", "3"]))
+        .unwrap();
+    let expected = Options {
+        inputs: args(&["a.npy", "-"]),
+        outputs: args(&["-"]),
+        repeat: Some(3),
+        ..Options::default()
+    };
+    assert_eq!(o, expected);
+    assert!(parse_args(&args(&["--info"])).unwrap().info);
+    assert!(parse_args(&args(&["-h"])).unwrap().help);
+    assert_eq!(parse_args(&[]).unwrap(), Options::default());
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let cases: [(&[&str], &str); 9] = [
+        (&["--input"], "--input needs a value"),
+        (&["--input", "--output", "o"], "--input needs a value"),
+        (&["--input="], "--input needs a value"),
+        (&["--repeat", "0"], "--repeat needs a positive integer, got '0'"),
+        (&["--repeat", "x"], "--repeat needs a positive integer, got 'x'"),
+        (&["--repeat", "-1"], "--repeat needs a positive integer, got '-1'"),
+        (&["--info=yes"], "--info takes no value"),
+        (&["--bogus"], "unknown argument '--bogus' (see --help)"),
+        (&["in.npy"], "unknown argument 'in.npy' (see --help)"),
+    ];
+    for (argv, expected) in cases {
+        let err = parse_args(&args(argv)).unwrap_err();
+        assert_eq!(err, Error::Usage(expected.into()), "{argv:?}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}
+
+#[test]
+fn info_describes_inputs_and_outputs() {
+    let o = run(&["--info"], b"");
+    o.result.unwrap();
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        line,
+        "{\"model\": \"storage-reuse\", \
+         \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}], \
+         \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [6]}, \
+         {\"name\": \"hidden\", \"dtype\": \"float32\", \"shape\": [2, 3]}]}\n"
+    );
+    assert!(json::parse(&line).unwrap().is_object());
+}
+
+#[test]
+fn runs_from_files_and_stdin_to_files_and_stdout() {
+    let (input, y) = (TempPath::new("in.npy"), TempPath::new("y.npy"));
+    std::fs::write(&input.0, x_npy(&[-1.0, 2.0, -3.0, 4.0, -5.0, 6.0])).unwrap();
+    let o = run(&["--input", input.s(), "--output", y.s(), "--output", "-"], b"");
+    o.result.unwrap();
+    assert_eq!(o.stderr, "", "no --repeat, no timing line");
+    assert_eq!(read_f32(&std::fs::read(&y.0).unwrap(), &[6]), [0.0, 5.0, 0.0, 18.0, 0.0, 39.0]);
+    assert_eq!(read_f32(&o.stdout, &[2, 3]), [0.0, 2.5, 0.0, 4.5, 0.0, 6.5]);
+
+    let o = run(&["--input", "-", "--output", "-", "--output", y.s()], &x_npy(&[1.0; 6]));
+    o.result.unwrap();
+    assert_eq!(read_f32(&o.stdout, &[6]), [1.5, 3.0, 4.5, 6.0, 7.5, 9.0]);
+}
+
+#[test]
+fn repeat_prints_one_timing_line() {
+    let y = TempPath::new("rep.npy");
+    let o = run(
+        &["--input", "-", "--output", "-", "--output", y.s(), "--repeat", "3"],
+        &x_npy(&[1.0; 6]),
+    );
+    o.result.unwrap();
+    assert_eq!(o.stderr.lines().count(), 1);
+    let v = json::parse(&o.stderr).unwrap();
+    let times = v.get("run_ms").and_then(Value::as_array).unwrap();
+    assert_eq!(times.len(), 3);
+    assert!(times.iter().all(|t| matches!(t, Value::Float(ms) if *ms >= 0.0)));
+    assert_eq!(read_f32(&o.stdout, &[6]), [1.5, 3.0, 4.5, 6.0, 7.5, 9.0]);
+}
+
+#[test]
+fn bad_inputs_give_one_clear_error() {
+    let two_out = ["--output", "-", "--output", "/dev/null"];
+    let with = |extra: &[&'static str]| [extra, &two_out[..]].concat();
+    let mut f64_input = Vec::new();
+    npy::write(&mut f64_input, DType::F64, &[1, 8, 8], &[0u8; 512]).unwrap();
+
+    let cases: Vec<(Vec<&str>, Vec<u8>, Error)> = vec![
+        (
+            with(&["--input", "-"]),
+            f64_input,
+            Error::Input("input 'x': expected float32 [2, 3], got float64 [1, 8, 8]".into()),
+        ),
+        (
+            with(&["--input", "-"]),
+            b"not numpy".to_vec(),
+            Error::Npy("input 'x': stdin: not a .npy file (bad magic)".into()),
+        ),
+        (
+            with(&["--input", "/nonexistent/in.npy"]),
+            vec![],
+            Error::Io("input 'x': cannot open '/nonexistent/in.npy': No such file or directory (os error 2)".into()),
+        ),
+        (
+            with(&[]),
+            vec![],
+            Error::Usage("expected 1 --input (one per graph input: 'x'), got 0".into()),
+        ),
+        (
+            vec!["--input", "-", "--output", "-"],
+            vec![],
+            Error::Usage("expected 2 --output (one per graph output: 'y', 'hidden'), got 1".into()),
+        ),
+        (
+            vec!["--input", "-", "--output", "-", "--output", "-"],
+            vec![],
+            Error::Usage("only one --output can be '-'".into()),
+        ),
+    ];
+    for (argv, stdin, expected) in cases {
+        let o = run(&argv, &stdin);
+        assert_eq!(o.result.as_ref().unwrap_err(), &expected, "{argv:?}");
+        assert_eq!(expected.exit_code(), 2);
+        assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    }
+}
+
+#[test]
+fn unwritable_output_is_an_error() {
+    let o = run(
+        &["--input", "-", "--output", "/nonexistent/y.npy", "--output", "-"],
+        &x_npy(&[1.0; 6]),
+    );
+    let err = o.result.unwrap_err();
+    assert!(err.message().starts_with("output 'y': cannot create '/nonexistent/y.npy'"), "{err}");
+    assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn kernel_failure_exits_1() {
+    let params = reuse_params();
+    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
+    let model = Model {
+        plan_json: &plan,
+        params: &params.0,
+        kernels: &[("add", add), ("mul", mul), ("relu", fail)],
+    };
+    let argv = args(&["--input", "-", "--output", "-", "--output", "/dev/null"]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let e = cli::run(&model, &argv, &mut Cursor::new(x_npy(&[1.0; 6])), &mut out, &mut err)
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert!(out.is_empty(), "no output after a failure");
+    assert_eq!(
+        error_line(&e),
+        "error: kernel 'relu' failed (code -1): ValueError: Invalid matmul.shape[0], expected 3"
+    );
+}
+
+#[test]
+fn error_line_is_one_line() {
+    let e = Error::Kernel("Traceback:\n  line 1\r\n  line 2".into());
+    assert_eq!(error_line(&e), "error: Traceback:   line 1    line 2");
+}
+
+#[test]
+fn no_model_and_broken_model() {
+    let o = run_with(b"", &["--info"], b"");
+    let err = o.result.unwrap_err();
+    assert_eq!(error_line(&err), "error: no model embedded (build with WASMFORGE_GRAPH_DIR)");
+    assert_eq!(err.exit_code(), 2);
+
+    let o = run_with(b"{\"format\": 2}", &["--info"], b"");
+    let err = o.result.unwrap_err();
+    assert!(
+        err.message().starts_with("embedded plan: invalid plan: format: unsupported plan format 2"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 1);
+}
+
+#[test]
+fn help_goes_to_stdout() {
+    let o = run(&["--help"], b"");
+    o.result.unwrap();
+    assert!(String::from_utf8(o.stdout).unwrap().starts_with("usage: wasmforge-model --input"));
+}
