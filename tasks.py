@@ -86,6 +86,17 @@ def verify(c, model):
     print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
 
 
+@task(help={"model": "artifact name under dist/", "runs": "timed runs per engine, after one warm-up (default 10)",
+            "json": "also write the results as JSON to PATH ('-' for stdout)",
+            "onnx": "the ONNX file, for artifacts built with --onnx instead of --model"})
+@user_errors
+def bench(c, model, runs=10, json=None, onnx=None):
+    """Time dist/<model>/ under wasmtime against onnxruntime (1 thread, all cores) and native TVM."""
+    from wasmforge.bench import bench as run_bench
+
+    run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+
+
 @task
 @user_errors
 def models(c):

@@ -96,7 +96,9 @@ def verify_artifact(directory: Path) -> dict:
 def staging_dir(dist: Path, name: str) -> Path:
     """A fresh directory beside the final one, so the last rename stays on one file system."""
     dist.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=dist))
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=dist))
+    staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
+    return staging
 
 
 def publish(staging: Path, final: Path) -> None:

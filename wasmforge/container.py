@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.text import Text
 
 from .errors import UserError
 
@@ -74,7 +75,7 @@ def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
                                   f"  [dim](+{now - step_started:.1f} s)[/]")
                     step_started = now
                 else:
-                    console.print(f"  [dim]{line}[/]", highlight=False, markup=False)
+                    console.print(Text(f"  {line}", style="dim"), highlight=False)
         if pending:
             lines.append(pending)
         status = container.wait()

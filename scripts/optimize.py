@@ -1,0 +1,180 @@
+"""Fast conv2d kernels without tuning: blocked layout + one hand-written TIR schedule.
+
+TVM 0.27 has no CPU schedule for conv2d (dlight's CPU rules cover GEMV and
+reductions only, TOPI's x86 strategies are gone), so untuned convolutions are
+scalar loops. This module lowers a Relax module like `relax.get_default_pipeline`
+does, with three changes:
+
+1. `ConvertLayout` puts every conv2d into NCHW{B}c activations and OIHW{b}i{B}o
+   weights (B = 8 output channels = two 128-bit vectors). FoldConstant then
+   pre-transforms the weights at build time; only the network input and the
+   final feature map get a (cheap) layout_transform kernel.
+2. A custom legalization turns those convs into a TE compute whose innermost
+   axis is the output-channel block, so it vectorizes for any stride/padding.
+3. Every fused conv PrimFunc gets the same schedule: a register tile of
+   `ow_tile` output pixels x B channels, accumulated in a local buffer (LLVM
+   keeps it in SIMD registers), epilogue (bias/residual/relu) applied per tile.
+
+The schedule has no parallel loops (the wasm build is single-threaded) and no
+randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
+database directory is given (see tune.py), its records take precedence for the
+PrimFuncs they cover.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+from tvm import relax, s_tir, te, tirx, topi
+from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
+CONV_BLOCK = "conv2d_NCHWc"
+OW_TILES = (7, 6, 8, 4, 5, 3, 2)  # preferred register-tile widths, first divisor wins
+REDUCE_ORDER = "rco,ry,rx,rci"
+UNROLL_RCI = False
+SPATIAL_ORDER = "o,y,xo"
+
+
+def _ic_block(channels: int) -> int:
+    return OC_BLOCK if channels % OC_BLOCK == 0 else channels  # the RGB stem: one block of 3
+
+
+def _layout_cb(call):
+    """Per-conv desired layouts (ConvertLayout's callback form)."""
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        return {}
+    data, weight = call.args
+    oc, ic = [int(d) for d in weight.ty.shape.values[:2]]
+    if call.attrs.groups != 1 or call.attrs.data_layout != "NCHW" or oc % OC_BLOCK:
+        return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+    b = _ic_block(ic)
+    # The output layout is explicit: by default it would follow the data's (3c for RGB).
+    return {"relax.nn.conv2d": [f"NCHW{b}c", f"OIHW{b}i{OC_BLOCK}o", f"NCHW{OC_BLOCK}c"]}
+
+
+def _conv2d_nchwc(data, weight, strides, padding, dilation):
+    """data [N, IC/b, H, W, b], weight [OC/B, IC/b, KH, KW, b, B] -> [N, OC/B, OH, OW, B]."""
+    n, _, h, w, _ = [int(d) for d in data.shape]
+    oco, ico, kh, kw, icb, ocb = [int(d) for d in weight.shape]
+    (sh, sw), (dh, dw) = strides, dilation
+    pt, pl, pb, pr = padding
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if pt or pl or pb or pr:
+        data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
+    rco = te.reduce_axis((0, ico), "rco")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rci = te.reduce_axis((0, icb), "rci")
+    return te.compute(
+        (n, oco, oh, ow, ocb),
+        lambda b, o, y, x, c: te.sum(
+            data[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci] * weight[o, rco, ry, rx, rci, c],
+            axis=[rco, ry, rx, rci]),
+        name=CONV_BLOCK,
+    )
+
+
+_default_conv_legalize = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
+
+
+def _legalize_conv2d(bb, call):
+    a = call.attrs
+    if a.data_layout == "NCHW" or a.groups != 1:
+        return _default_conv_legalize(bb, call)
+    pad = [int(p) for p in a.padding]
+    return bb.call_te(_conv2d_nchwc, call.args[0], call.args[1],
+                      [int(s) for s in a.strides], pad, [int(d) for d in a.dilation],
+                      primfunc_name_hint="conv2d_nchwc")
+
+
+def _ow_tile(ow: int) -> int:
+    # 7 pixels x 2 vectors = 14 accumulators: fits the 16 xmm registers an
+    # x86-64 wasm engine maps v128 locals to, with room for the weight vectors.
+    for t in OW_TILES:
+        if ow % t == 0:
+            return t
+    return 1
+
+
+def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """The register-tiled schedule for a PrimFunc with one conv2d_NCHWc block, else None."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    try:
+        conv = sch.get_sblock(CONV_BLOCK)
+    except Exception:  # noqa: BLE001 - not a conv kernel
+        return None
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    index = [sch.get(b).name_hint for b in blocks].index(CONV_BLOCK)
+    epilogue = blocks[index + 1:]
+    # Bias add / residual add / relu: fold the chain into its last block, which
+    # is then computed tile by tile right after the accumulation.
+    for block in epilogue[:-1]:
+        sch.compute_inline(block)
+    n, o, y, x, c, rco, ry, rx, rci = sch.get_loops(conv)
+    xo, xi = sch.split(x, [None, _ow_tile(int(sch.get(x).extent))])
+    red = dict(rco=rco, ry=ry, rx=rx, rci=rci)
+    sp = dict(o=o, y=y, xo=xo)
+    sch.reorder(n, *[sp[k] for k in SPATIAL_ORDER.split(",")], *[red[k] for k in REDUCE_ORDER.split(",")], xi, c)
+    if epilogue:
+        sch.set_scope(conv, 0, "local")
+        sch.reverse_compute_at(epilogue[-1], sp[SPATIAL_ORDER.split(',')[-1]])
+        *_, last_c = sch.get_loops(epilogue[-1])
+        sch.vectorize(last_c)
+    else:
+        out = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(out, sp[SPATIAL_ORDER.split(',')[-1]])
+        sch.vectorize(sch.get_loops(out)[-1])
+    sch.unroll(xi)
+    if UNROLL_RCI:
+        sch.unroll(rci)
+    sch.vectorize(c)
+    init = sch.decompose_reduction(conv, red[REDUCE_ORDER.split(',')[0]])
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _apply_database(mod, target, database_dir: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(
+        str(database_dir / "database_workload.json"),
+        str(database_dir / "database_tuning_record.json"), allow_missing=False)
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase()(mod)
+
+
+def fuse(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
+    with target:
+        mod = relax.transform.ConvertLayout({}, layout_cb=_layout_cb)(mod)
+        passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
+        passes += cpu.library_dispatch_passes(target)
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})]
+        passes += cpu.legalize_passes(target)[1:]  # AnnotateTIROpPattern ... FuseTIR
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None) -> tvm.IRModule:
+    """Lower `mod` (after the inference passes) with scheduled conv kernels.
+
+    Replaces `relax.get_default_pipeline(target)(mod)`; the result has the same
+    shape (VM builtins + PrimFuncs), so plan derivation is unchanged.
+    """
+    target = tvm.target.Target(target)
+    mod = fuse(mod, target)
+    if database_dir is not None:
+        mod = _apply_database(mod, target, Path(database_dir))
+    updates = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
+            scheduled = schedule_conv(func)
+            if scheduled is not None:
+                updates[gv] = scheduled
+    for gv, func in updates.items():
+        mod[gv] = func
+    with target:
+        rest = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+        return tvm.transform.Sequential(rest)(mod)

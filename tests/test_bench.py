@@ -1,0 +1,208 @@
+"""`invoke bench`: it runs, reports every engine, and its JSON has the fields.
+
+Benchmarks are not tests: nothing here looks at the timings themselves. Tests
+without Docker use a hand-made artifact whose `.wasm` is junk, which still runs
+onnxruntime and TVM native for real and exercises the failure report; the real
+module is benchmarked in the `docker` test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from wasmforge import artifact, bench, build, reference
+from wasmforge.artifact import ArtifactError
+from wasmforge.errors import UserError
+from wasmforge.hashing import sha256_file
+from wasmforge.paths import ROOT
+
+LENET = ROOT / "models" / "lenet-digits" / "lenet-digits.onnx"
+LENET_INPUTS = [{"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+LENET_OUTPUTS = [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
+
+TOP_FIELDS = {"model", "runs", "seed", "wasm", "ort_1t", "ort_all", "tvm_native", "ratios", "build_seconds",
+              "host", "notes", "ok"}
+WASM_FIELDS = {"instantiate_ms", "min_ms", "median_ms", "wasm_bytes", "linear_memory_bytes", "peak_rss_bytes"}
+ENGINE_FIELDS = {"available", "min_ms", "median_ms", "peak_rss_bytes", "max_abs_diff", "agrees", "note"}
+RATIO_FIELDS = {"wasm_vs_ort_1t", "wasm_vs_tvm_native", "wasm_vs_ort_all", "tvm_native_vs_ort_1t"}
+HOST_FIELDS = {"cpu_model", "cores", "python", "versions"}
+
+
+def fake_artifact(dist: Path, wasm_bytes: bytes = b"\0asm junk") -> Path:
+    """dist/lenet-digits/ with correct hashes, real reference data and a .wasm of our choosing."""
+    directory = dist / "lenet-digits"
+    directory.mkdir(parents=True)
+    (directory / "lenet-digits.wasm").write_bytes(wasm_bytes)
+    build.write_reference(directory, LENET, {"inputs": LENET_INPUTS})
+    files = {name: {"sha256": sha256_file(directory / name), "size": (directory / name).stat().st_size}
+             for name in artifact.artifact_files(directory)}
+    manifest = {"name": "lenet-digits", "wasm": "lenet-digits.wasm",
+                "source": {"registry": "lenet-digits", "sha256": sha256_file(LENET)},
+                "inputs": LENET_INPUTS, "outputs": LENET_OUTPUTS, "files": files}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    artifact.write_sums(directory)
+    return directory
+
+
+def assert_schema(report: dict) -> None:
+    assert TOP_FIELDS <= report.keys()
+    assert WASM_FIELDS <= report["wasm"].keys()
+    for engine in bench.ENGINES:
+        assert ENGINE_FIELDS <= report[engine].keys(), engine
+    assert RATIO_FIELDS <= report["ratios"].keys()
+    assert HOST_FIELDS <= report["host"].keys()
+    assert {"wasmtime", "onnxruntime", "tvm"} <= report["host"]["versions"].keys()
+
+
+# --- without Docker ----------------------------------------------------------------
+
+
+def test_missing_artifact_is_one_line_error(tmp_path):
+    with pytest.raises(UserError) as info:
+        bench.bench("lenet-digits", runs=2, dist=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "invoke build --model lenet-digits" in message
+
+
+def test_invoke_bench_without_artifact_exits_with_one_line():
+    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "no-such-model-built"],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: no artifact dist/no-such-model-built; build it with `invoke build --model no-such-model-built`"]
+
+
+def test_tampered_artifact_is_refused_before_anything_runs(tmp_path):
+    directory = fake_artifact(tmp_path)
+    (directory / "lenet-digits.wasm").write_bytes(b"\0asm changed")
+    with pytest.raises(ArtifactError, match="lenet-digits.wasm does not match"):
+        bench.bench("lenet-digits", runs=2, dist=tmp_path)
+
+
+def test_runs_must_be_positive(tmp_path):
+    with pytest.raises(UserError, match="--runs"):
+        bench.bench("lenet-digits", runs=0, dist=tmp_path)
+
+
+def test_failing_engine_is_reported_and_the_others_still_measured(tmp_path):
+    """A junk .wasm: the bench fails loudly, after a complete report with every field."""
+    fake_artifact(tmp_path / "dist")
+    out_json = tmp_path / "bench.json"
+    record = Console(record=True, width=100)
+    with pytest.raises(UserError, match="wasm failed: wasmtime cannot compile"):
+        bench.bench("lenet-digits", runs=2, json_path=str(out_json), dist=tmp_path / "dist",
+                    console=record, out=record)
+    report = json.loads(out_json.read_text())
+    assert_schema(report)
+    assert report["ok"] is False and report["runs"] == 2
+    assert report["wasm"]["available"] is False and "cannot compile" in report["wasm"]["error"]
+    assert report["wasm"]["wasm_bytes"] == len(b"\0asm junk")
+    for engine in ("ort_1t", "ort_all"):
+        entry = report[engine]
+        assert entry["available"] and entry["agrees"], entry
+        assert len(entry["times_ms"]) == 2 and entry["min_ms"] <= entry["median_ms"]
+        assert entry["peak_rss_bytes"] > 0
+    assert report["ort_1t"]["threads"] == 1
+    assert report["ort_all"]["threads"] == bench.usable_cores()
+    native = report["tvm_native"]
+    if native["available"]:
+        assert native["agrees"] and native["max_abs_diff"] < 1e-4
+        assert report["ratios"]["tvm_native_vs_ort_1t"] > 0
+    else:
+        assert "TVM" in native["note"]
+    assert report["ratios"]["wasm_vs_ort_1t"] is None
+    text = record.export_text()
+    assert "BENCH FAILED" in text and "FAILED" in text
+
+
+def test_missing_tvm_skips_the_native_column(tmp_path, monkeypatch):
+    shadow = tmp_path / "no-tvm"
+    (shadow / "tvm").mkdir(parents=True)
+    (shadow / "tvm" / "__init__.py").write_text("raise ImportError('no TVM here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))  # the workers see it after the repository root
+    fake_artifact(tmp_path / "dist")
+    record = Console(record=True, width=100)
+    with pytest.raises(UserError):  # the junk .wasm still fails the bench
+        bench.bench("lenet-digits", runs=1, json_path=str(tmp_path / "b.json"), dist=tmp_path / "dist",
+                    console=record, out=record)
+    report = json.loads((tmp_path / "b.json").read_text())
+    native = report["tvm_native"]
+    assert native["available"] is False and native["error"] is None
+    assert "no TVM here" in native["note"]
+    assert any(note.startswith("TVM native skipped") for note in report["notes"])
+    assert not any("TVM native" in problem for problem in bench.problems(report))
+    assert "skipped" in record.export_text()
+
+
+def _entry(median: float, agrees: bool = True, diff: float = 0.0) -> dict:
+    entry = bench.empty_engine()
+    entry.update(available=True, threads=1, min_ms=median, median_ms=median, times_ms=[median],
+                 load_ms=1.0, peak_rss_bytes=2**20, max_abs_diff=diff, agrees=agrees, tolerance=1e-3)
+    return entry
+
+
+def _report(**engines) -> dict:
+    report = {"model": "m", "runs": 1, "seed": 0, "build_seconds": 12.5, "notes": [],
+              "host": {"cpu_model": "cpu", "cores": 4, "usable_cores": 4, "python": "3",
+                       "versions": {"wasmtime": "1", "onnxruntime": "2", "tvm": "3"}},
+              "wasm": {**_entry(2.0), "wasm_bytes": 1000, "linear_memory_bytes": 2**20, "instantiate_ms": 0.5,
+                       "compile_ms": 10.0},
+              "ort_1t": _entry(1.0), "ort_all": _entry(0.5), "tvm_native": _entry(1.6)}
+    report.update(engines)
+    report["ratios"] = bench.ratios(report)
+    return report
+
+
+def test_ratios_are_ratios_of_medians():
+    ratios = bench.ratios(_report())
+    assert ratios["wasm_vs_ort_1t"] == pytest.approx(2.0)
+    assert ratios["wasm_vs_tvm_native"] == pytest.approx(1.25)
+    assert ratios["wasm_vs_ort_all"] == pytest.approx(4.0)
+    skipped = bench.ratios(_report(tvm_native=bench.empty_engine("no TVM")))
+    assert skipped["wasm_vs_tvm_native"] is None and skipped["wasm_vs_ort_1t"] == pytest.approx(2.0)
+
+
+def test_disagreement_is_loud():
+    report = _report(wasm={**_entry(2.0, agrees=False, diff=0.5), "wasm_bytes": 1000,
+                           "linear_memory_bytes": 0, "instantiate_ms": 0.1})
+    found = bench.problems(report)
+    assert len(found) == 1 and "wasm DISAGREES" in found[0]
+    record = Console(record=True, width=120)
+    bench.render(report, record)
+    assert "DISAGREES" in record.export_text()
+
+
+def test_seeded_input_is_the_builds_reference_case0(tmp_path):
+    directory = fake_artifact(tmp_path)
+    inputs = reference.seeded_inputs(LENET_INPUTS, seed=bench.SEED)
+    assert bench._reference_input_notes(directory, inputs) == []
+    assert bench._reference_input_notes(directory, [np.zeros_like(inputs[0])])
+
+
+# --- with Docker ------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_bench_lenet_digits(built_artifact, tmp_path):
+    built_artifact("lenet-digits")
+    out_json = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "lenet-digits", "--runs", "2",
+                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "wasm" in done.stdout and "ORT 1 thread" in done.stdout
+    report = json.loads(out_json.read_text())
+    assert_schema(report)
+    assert report["ok"] is True and report["model"] == "lenet-digits" and report["runs"] == 2
+    wasm = report["wasm"]
+    assert wasm["available"] and wasm["agrees"] and len(wasm["times_ms"]) == 2
+    assert wasm["linear_memory_bytes"] > 0 and wasm["wasm_bytes"] > 0 and wasm["instantiate_ms"] > 0
+    assert report["ratios"]["wasm_vs_ort_1t"] > 0
+    if report["tvm_native"]["available"]:
+        assert report["tvm_native"]["same_plan_as_wasm"] in (True, None)

@@ -1,0 +1,409 @@
+"""One engine of `invoke bench`, measured in its own process.
+
+`python -m wasmforge.bench_worker REQUEST.json` runs one step and writes
+`result.json` (and `outputN.npy`) into the request's `out_dir`. Each step runs
+in a fresh process so that its peak resident set size (`getrusage`) belongs to
+that engine alone, and compiling (Cranelift, TVM) happens in separate
+*preparation* steps whose memory is not charged to the engine.
+
+Steps:
+  ort           onnxruntime CPU session with `threads` intra-op threads
+  wasm-compile  compile the .wasm with wasmtime and serialize it (`.cwasm`)
+  wasm          deserialize the precompiled module and run it (`--repeat`)
+  tvm-compile   ONNX -> Relax (as for the wasm build) -> kernels for the host
+                CPU, exported as a shared library with the plan and params
+  tvm-native    load that library and run the plan with scripts/native_plan.py
+
+Progress goes to stdout as lines starting with EVENT_PREFIX and a JSON
+object; anything else a library prints is ignored by the parent. An expected
+failure ends with `{"error": ...}` in result.json and exit code 1; a missing
+TVM ends with `{"skipped": ...}` and exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+EVENT_PREFIX = "@bench-event "
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+class StepError(Exception):
+    """A failure worth one line in the bench report (not a traceback)."""
+
+
+class Skip(Exception):
+    """The engine is not available on this host."""
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def emit(**event) -> None:
+    print(EVENT_PREFIX + json.dumps(event), flush=True)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def summary(times_ms: list[float]) -> dict:
+    return {
+        "min_ms": min(times_ms),
+        "median_ms": statistics.median(times_ms),
+        "max_ms": max(times_ms),
+        "times_ms": [round(t, 4) for t in times_ms],
+    }
+
+
+def timed_runs(call, runs: int) -> tuple[float, list[float], object]:
+    """One warm-up call, then `runs` timed calls; returns (warm-up ms, times ms, last result)."""
+    started = time.perf_counter()
+    result = call()
+    warmup_ms = (time.perf_counter() - started) * 1e3
+    emit(kind="run", done=1)
+    times = []
+    for index in range(runs):
+        started = time.perf_counter()
+        result = call()
+        times.append((time.perf_counter() - started) * 1e3)
+        emit(kind="run", done=index + 2)
+    return warmup_ms, times, result
+
+
+def load_inputs(paths: list[str]) -> list[np.ndarray]:
+    return [np.load(p, allow_pickle=False) for p in paths]
+
+
+def save_outputs(out_dir: Path, outputs) -> None:
+    for index, array in enumerate(outputs):
+        np.save(out_dir / f"output{index}.npy", np.asarray(array), allow_pickle=False)
+
+
+def _import_scripts():
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+
+
+def _import_tvm():
+    try:
+        import tvm
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken native library
+        first = str(exc).strip().splitlines()
+        raise Skip(f"TVM is not importable on this host ({type(exc).__name__}"
+                   f"{': ' + first[0] if first else ''})") from None
+    return tvm
+
+
+# --- onnxruntime --------------------------------------------------------------
+
+
+def step_ort(request: dict, out_dir: Path) -> dict:
+    import onnxruntime
+
+    from wasmforge import reference
+
+    inputs = load_inputs(request["inputs"])
+    baseline = peak_rss_bytes()
+    emit(kind="phase", text="creating session")
+    started = time.perf_counter()
+    sess = reference.session(Path(request["onnx"]), threads=request["threads"])
+    session_ms = (time.perf_counter() - started) * 1e3
+    feed = dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True))
+    emit(kind="phase", text="running")
+    warmup_ms, times, outputs = timed_runs(lambda: sess.run(None, feed), request["runs"])
+    save_outputs(out_dir, outputs)
+    return {
+        **summary(times),
+        "warmup_ms": warmup_ms,
+        "load_ms": session_ms,
+        "threads": request["threads"],
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "version": onnxruntime.__version__,
+    }
+
+
+# --- wasmtime ---------------------------------------------------------------
+
+
+def _wasm_engine():
+    """The engine configuration of wasmforge.runner.WasmModel (deserializing needs the same)."""
+    import wasmtime
+
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    config.cranelift_opt_level = "speed"
+    return wasmtime.Engine(config)
+
+
+def _wasmtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wasmtime")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def step_wasm_compile(request: dict, out_dir: Path) -> dict:
+    import wasmtime
+
+    engine = _wasm_engine()
+    emit(kind="phase", text="compiling with Cranelift")
+    started = time.perf_counter()
+    try:
+        module = wasmtime.Module.from_file(engine, request["wasm"])
+    except wasmtime.WasmtimeError as exc:
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        raise StepError(f"wasmtime cannot compile {Path(request['wasm']).name}: "
+                        f"{lines[0] if lines else type(exc).__name__}") from None
+    compile_ms = (time.perf_counter() - started) * 1e3
+    cwasm = out_dir / "module.cwasm"
+    cwasm.write_bytes(module.serialize())
+    return {"compile_ms": compile_ms, "cwasm": str(cwasm), "cwasm_bytes": cwasm.stat().st_size,
+            "version": _wasmtime_version()}
+
+
+def _bench_model_class():
+    """WasmModel whose invocation also times instantiation and reads the linear memory size."""
+    import wasmtime
+
+    from wasmforge.runner import WasmModel, WasmRunError, _describe_trap
+
+    class BenchWasmModel(WasmModel):
+        def __init__(self, cwasm: Path, memory_limit: int, time_limit: float):
+            # Not WasmModel.__init__: the module is deserialized, not compiled here.
+            self.engine = _wasm_engine()
+            self.module = wasmtime.Module.deserialize_file(self.engine, str(cwasm))
+            self.memory_limit = memory_limit
+            self.time_limit = time_limit
+            self.instantiate_ms: list[float] = []
+            self.linear_memory_bytes = 0
+
+        def _new_store(self, io_dir: Path, args: list[str]):
+            store = wasmtime.Store(self.engine)
+            store.set_limits(memory_size=self.memory_limit)
+            store.set_epoch_deadline(1)
+            wasi = wasmtime.WasiConfig()
+            wasi.argv = ["model.wasm", *args]
+            wasi.preopen_dir(str(io_dir), "/io")
+            wasi.stdout_file = str(io_dir / ".stdout")
+            wasi.stderr_file = str(io_dir / ".stderr")
+            store.set_wasi(wasi)
+            linker = wasmtime.Linker(self.engine)
+            linker.define_wasi()
+            return store, linker
+
+        def instantiate_only(self) -> float:
+            """Milliseconds to instantiate (data segments copied, nothing run)."""
+            with tempfile.TemporaryDirectory(prefix="wasmforge-bench-") as tmp:
+                store, linker = self._new_store(Path(tmp), ["--info"])
+                started = time.perf_counter()
+                linker.instantiate(store, self.module)
+                elapsed = (time.perf_counter() - started) * 1e3
+                del store, linker
+            return elapsed
+
+        def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
+            # As WasmModel._invoke, plus the instantiate time and the memory size.
+            store, linker = self._new_store(io_dir, args)
+            timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
+            timer.daemon = True
+            timer.start()
+            exit_code, trap, instance = 0, None, None
+            try:
+                started = time.perf_counter()
+                instance = linker.instantiate(store, self.module)
+                self.instantiate_ms.append((time.perf_counter() - started) * 1e3)
+                instance.exports(store)["_start"](store)
+            except wasmtime.ExitTrap as exc:
+                exit_code = exc.code
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                trap = exc
+            finally:
+                timer.cancel()
+            if instance is not None:
+                for export in instance.exports(store).values():
+                    if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
+                        self.linear_memory_bytes = max(self.linear_memory_bytes, export.data_len(store))
+            stdout_path, stderr_path = io_dir / ".stdout", io_dir / ".stderr"
+            stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
+            stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+            if trap is not None:
+                raise WasmRunError(_describe_trap(trap, self.time_limit), exit_code=1)
+            if exit_code != 0:
+                lines = [ln for ln in stderr.splitlines() if ln.strip()]
+                message = lines[-1] if lines else f"module exited with code {exit_code}"
+                raise WasmRunError(message.removeprefix("error: "), exit_code=exit_code)
+            return (stdout, stderr) if want_stderr else stdout
+
+    return BenchWasmModel
+
+
+def step_wasm(request: dict, out_dir: Path) -> dict:
+    from wasmforge.runner import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, WasmRunError
+
+    inputs = load_inputs(request["inputs"])
+    runs = request["runs"]
+    baseline = peak_rss_bytes()
+    # The runner's time limit is per invocation; here one invocation runs `runs + 1` inferences.
+    model = _bench_model_class()(Path(request["cwasm"]), DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT * (runs + 1))
+    try:
+        model.info_outputs  # noqa: B018 - one `--info` invocation, outside the timed run
+        emit(kind="phase", text=f"{runs + 1} inferences inside one instance (first is warm-up)")
+        result = model.run(inputs, repeat=runs + 1)
+    except WasmRunError as exc:
+        raise StepError(f"the module failed: {exc}") from None
+    if len(result.run_ms) != runs + 1:
+        raise StepError(f"the module reported {len(result.run_ms)} timings for --repeat {runs + 1}")
+    emit(kind="run", done=runs + 1)
+    peak_after_run = peak_rss_bytes()
+    save_outputs(out_dir, result.outputs)
+    emit(kind="phase", text="timing instantiation")
+    instantiate = model.instantiate_ms + [model.instantiate_only() for _ in range(max(2, min(runs, 10)))]
+    return {
+        **summary(result.run_ms[1:]),
+        "warmup_ms": result.run_ms[0],
+        "instantiate_ms": statistics.median(instantiate),
+        "instantiate_min_ms": min(instantiate),
+        "load_ms": statistics.median(instantiate),
+        "linear_memory_bytes": model.linear_memory_bytes,
+        "threads": 1,
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak_after_run,
+        "version": _wasmtime_version(),
+    }
+
+
+# --- TVM, natively ------------------------------------------------------------
+
+
+def _lower_for_host(request: dict):
+    """The plan and kernels exactly as the wasm build derives them, kernels built for the host."""
+    _import_scripts()
+    import build_graph_lib
+    import native_plan
+    from plan import derive_plan
+
+    model = build_graph_lib.load_onnx(Path(request["onnx"]))
+    overrides = {i["name"]: list(i["shape"]) for i in request["graph_inputs"]}
+    inputs = build_graph_lib.graph_inputs(model, overrides)
+    emit(kind="phase", text="lowering with TVM Relax")
+    mod, _ = build_graph_lib.lower(model, inputs)
+    plan, params = derive_plan(mod["main"], request["name"], [i["name"] for i in inputs],
+                               [o.name for o in model.graph.output])
+    emit(kind="phase", text="compiling kernels for the host CPU")
+    library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
+    return plan, params, library, native_plan.NATIVE_TARGET
+
+
+def step_tvm_compile(request: dict, out_dir: Path) -> dict:
+    tvm = _import_tvm()
+    started = time.perf_counter()
+    try:
+        plan, params, library, target = _lower_for_host(request)
+    except Exception as exc:  # noqa: BLE001 - the frontend and codegen raise many kinds
+        text = str(exc).strip().splitlines()
+        raise StepError(f"TVM could not build the model natively: {text[-1] if text else type(exc).__name__}") \
+            from None
+    (out_dir / "plan.json").write_text(json.dumps(plan))
+    (out_dir / "params.bin").write_bytes(params)
+    result = {
+        "compile_s": time.perf_counter() - started,
+        "target": str(tvm.target.Target(target)),
+        "kernel_calls": len(plan["calls"]),
+        "kernels": len({c["kernel"] for c in plan["calls"]}),
+        "version": tvm.__version__,
+        "plan": str(out_dir / "plan.json"),
+        "params": str(out_dir / "params.bin"),
+        "library": None,
+    }
+    artifact_plan = request.get("artifact_plan")
+    if artifact_plan and Path(artifact_plan).is_file():
+        # The artifact keeps the plan its .wasm embeds: the native run must execute the same one.
+        result["same_plan_as_wasm"] = json.loads(Path(artifact_plan).read_text()) == json.loads(json.dumps(plan))
+    try:
+        library.export_library(str(out_dir / "kernels.so"))
+        result["library"] = str(out_dir / "kernels.so")
+    except Exception as exc:  # noqa: BLE001 - e.g. no C compiler/linker on the host
+        result["export_error"] = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return result
+
+
+def step_tvm_native(request: dict, out_dir: Path) -> dict:
+    os.environ["TVM_NUM_THREADS"] = "1"  # before the runtime starts its pool
+    tvm = _import_tvm()
+    _import_scripts()
+    import native_plan
+
+    inputs = load_inputs(request["inputs"])
+    baseline = peak_rss_bytes()
+    started = time.perf_counter()
+    if request.get("library"):
+        library = tvm.runtime.load_module(request["library"])
+        plan = json.loads(Path(request["plan"]).read_text())
+        params = Path(request["params"]).read_bytes()
+    else:  # the library could not be exported: compile here (peak RSS includes compiling)
+        plan, params, library, _ = _lower_for_host(request)
+    runner = native_plan.NativePlan(plan, params, library)
+    load_ms = (time.perf_counter() - started) * 1e3
+    emit(kind="phase", text="running")
+    warmup_ms, times, outputs = timed_runs(lambda: runner.run(inputs), request["runs"])
+    save_outputs(out_dir, outputs)
+    return {
+        **summary(times),
+        "warmup_ms": warmup_ms,
+        "load_ms": load_ms,
+        "threads": 1,
+        "baseline_rss_bytes": baseline,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "version": tvm.__version__,
+    }
+
+
+STEPS = {
+    "ort": step_ort,
+    "wasm-compile": step_wasm_compile,
+    "wasm": step_wasm,
+    "tvm-compile": step_tvm_compile,
+    "tvm-native": step_tvm_native,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m wasmforge.bench_worker REQUEST.json", file=sys.stderr)
+        return 2
+    request = json.loads(Path(argv[0]).read_text())
+    out_dir = Path(request["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    code = 0
+    try:
+        result = STEPS[request["step"]](request, out_dir)
+    except Skip as exc:
+        result = {"skipped": str(exc)}
+    except StepError as exc:
+        result, code = {"error": str(exc)}, 1
+    result.setdefault("python", platform.python_version())
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
