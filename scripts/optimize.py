@@ -31,10 +31,6 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
-OW_TILES = (7, 6, 8, 4, 5, 3, 2)  # preferred register-tile widths, first divisor wins
-REDUCE_ORDER = "rco,ry,rx,rci"
-UNROLL_RCI = False
-SPATIAL_ORDER = "o,y,xo"
 
 
 def _ic_block(channels: int) -> int:
@@ -91,9 +87,11 @@ def _legalize_conv2d(bb, call):
 
 
 def _ow_tile(ow: int) -> int:
-    # 7 pixels x 2 vectors = 14 accumulators: fits the 16 xmm registers an
-    # x86-64 wasm engine maps v128 locals to, with room for the weight vectors.
-    for t in OW_TILES:
+    # Accumulators = tile x 2 vectors. x86-64 (where wasm engines run) has 16
+    # xmm registers: 4 pixels (8 accumulators) measured best on wide rows; the
+    # 14- and 7-wide late stages take 7 (14 accumulators, a few spills) rather
+    # than a 2-wide tile that would waste most of the weight loads.
+    for t in (6, 4, 7, 8, 5, 3, 2):
         if ow % t == 0:
             return t
     return 1
@@ -102,38 +100,42 @@ def _ow_tile(ow: int) -> int:
 def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The register-tiled schedule for a PrimFunc with one conv2d_NCHWc block, else None."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    try:
-        conv = sch.get_sblock(CONV_BLOCK)
-    except Exception:  # noqa: BLE001 - not a conv kernel
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if CONV_BLOCK not in names:
         return None
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    index = [sch.get(b).name_hint for b in blocks].index(CONV_BLOCK)
-    epilogue = blocks[index + 1:]
+    try:
+        _schedule(sch, names.index(CONV_BLOCK))
+    except (tvm.error.TVMError, s_tir.ScheduleError):
+        return None  # an unexpected fused epilogue: keep the (correct, slow) default
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _schedule(sch: s_tir.Schedule, index: int) -> None:
+    conv = sch.get_sblock(CONV_BLOCK)
+    epilogue = sch.get_child_blocks(sch.get_sblock("root"))[index + 1:]
     # Bias add / residual add / relu: fold the chain into its last block, which
     # is then computed tile by tile right after the accumulation.
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     n, o, y, x, c, rco, ry, rx, rci = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, _ow_tile(int(sch.get(x).extent))])
-    red = dict(rco=rco, ry=ry, rx=rx, rci=rci)
-    sp = dict(o=o, y=y, xo=xo)
-    sch.reorder(n, *[sp[k] for k in SPATIAL_ORDER.split(",")], *[red[k] for k in REDUCE_ORDER.split(",")], xi, c)
+    # Output-channel block outermost: its weights stay in cache while the
+    # input streams past. Innermost: a tile of pixels x 8 channels.
+    sch.reorder(n, o, y, xo, rco, ry, rx, rci, xi, c)
     if epilogue:
+        # The accumulator tile becomes a small local array; unrolled with
+        # constant indices, LLVM promotes it to vector registers.
         sch.set_scope(conv, 0, "local")
-        sch.reverse_compute_at(epilogue[-1], sp[SPATIAL_ORDER.split(',')[-1]])
-        *_, last_c = sch.get_loops(epilogue[-1])
-        sch.vectorize(last_c)
+        store = epilogue[-1]
     else:
-        out = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(out, sp[SPATIAL_ORDER.split(',')[-1]])
-        sch.vectorize(sch.get_loops(out)[-1])
+        store = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(store, xo)
+    sch.vectorize(sch.get_loops(store)[-1])
     sch.unroll(xi)
-    if UNROLL_RCI:
-        sch.unroll(rci)
+    sch.unroll(rci)  # 8 input channels per step: no loop overhead between broadcasts
     sch.vectorize(c)
-    init = sch.decompose_reduction(conv, red[REDUCE_ORDER.split(',')[0]])
+    init = sch.decompose_reduction(conv, rco)  # after unroll/vectorize, which need the reduction form
     sch.vectorize(sch.get_loops(init)[-1])
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 def _apply_database(mod, target, database_dir: Path):

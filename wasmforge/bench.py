@@ -274,7 +274,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         "runs": runs,
         "seed": SEED,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "onnx": {"file": onnx_path.name, "sha256": manifest.get("source", {}).get("sha256")},
+        "onnx": {**manifest.get("source", {}), "file": onnx_path.name},
         "build_seconds": build_seconds(manifest),
         "host": host_info(),
         "notes": [],

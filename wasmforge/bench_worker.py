@@ -2,9 +2,12 @@
 
 `python -m wasmforge.bench_worker REQUEST.json` runs one step and writes
 `result.json` (and `outputN.npy`) into the request's `out_dir`. Each step runs
-in a fresh process so that its peak resident set size (`getrusage`) belongs to
+in a fresh process so that its peak resident set size belongs to
 that engine alone, and compiling (Cranelift, TVM) happens in separate
 *preparation* steps whose memory is not charged to the engine.
+
+Peak RSS is the high-water mark of the worker's own address space (VmHWM;
+`getrusage` elsewhere), taken right after the timed runs.
 
 Steps:
   ort           onnxruntime CPU session with `threads` intra-op threads
@@ -56,9 +59,21 @@ def emit(**event) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far."""
+    """Peak resident set size of this process so far.
+
+    On Linux this is VmHWM, the high-water mark of this process's own address
+    space: `getrusage`'s ru_maxrss is not usable in a worker because Linux
+    carries it over fork and exec, so a worker would report at least the
+    parent's RSS at the time it was started.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
 
 
 def summary(times_ms: list[float]) -> dict:

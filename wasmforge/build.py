@@ -26,6 +26,7 @@ from .errors import UserError
 from .fetch import model_path
 from .hashing import sha256_file
 from .paths import DIST, ROOT
+from .reference import load_case  # lives there so the smoke image can import it
 from .registry import check_model_name, get_model
 from .runner import WasmModel, WasmRunError
 
@@ -133,14 +134,6 @@ def write_reference(staging: Path, onnx_path: Path, graph_info: dict) -> int:
         for index, array in enumerate(outputs):
             np.save(case_dir / f"output{index}.npy", array, allow_pickle=False)
     return REFERENCE_CASES
-
-
-def load_case(directory: Path, case: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    case_dir = directory / "reference" / f"case{case}"
-    def load(prefix: str) -> list[np.ndarray]:
-        paths = sorted(case_dir.glob(f"{prefix}*.npy"), key=lambda p: int(p.stem[len(prefix):]))
-        return [np.load(p, allow_pickle=False) for p in paths]
-    return load("input"), load("output")
 
 
 def check_against_reference(wasm: Path, directory: Path, cases: int, console: Console) -> None:

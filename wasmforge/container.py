@@ -6,8 +6,10 @@ user presses Ctrl-C, so no stopped containers pile up.
 
 from __future__ import annotations
 
+import codecs
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -63,21 +65,15 @@ def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
     step_started = started
     try:
         container.start()
-        pending = ""
-        for chunk in container.logs(stream=True, follow=True):
-            pending += chunk.decode("utf-8", errors="replace")
-            *complete, pending = pending.split("\n")
-            for line in complete:
-                lines.append(line)
-                if line.startswith(STEP_PREFIX):
-                    now = time.monotonic()
-                    console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
-                                  f"  [dim](+{now - step_started:.1f} s)[/]")
-                    step_started = now
-                else:
-                    console.print(Text(f"  {line}", style="dim"), highlight=False)
-        if pending:
-            lines.append(pending)
+        for line in follow_lines(container):
+            lines.append(line)
+            if line.startswith(STEP_PREFIX):
+                now = time.monotonic()
+                console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
+                              f"  [dim](+{now - step_started:.1f} s)[/]")
+                step_started = now
+            else:
+                console.print(Text(f"  {line}", style="dim"), highlight=False)
         status = container.wait()
     finally:
         container.remove(force=True)
@@ -90,3 +86,17 @@ def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
         raise UserError(f"{title} failed with exit code {code}: {tail}", exit_code=1)
     console.print(f"[bold green]{title}[/] done in {time.monotonic() - started:.1f} s")
     return lines
+
+
+def follow_lines(container) -> Iterator[str]:
+    """A started container's output (stdout and stderr), line by line as it comes."""
+    # Incremental: a UTF-8 character may be split across two chunks.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for chunk in container.logs(stream=True, follow=True):
+        pending += decoder.decode(chunk)
+        *complete, pending = pending.split("\n")
+        yield from complete
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
