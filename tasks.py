@@ -76,25 +76,18 @@ def run(c, model, input=None, output=None):
     run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()])
 
 
-@task(help={"model": "artifact name under dist/"})
+@task(help={"model": "artifact name under dist/",
+            "rebuild": "also rebuild into a temporary directory and compare every byte",
+            "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx"})
 @user_errors
-def verify(c, model):
-    """Check dist/<model>/ against its SHA256SUMS and manifest."""
-    from wasmforge.run import verify_artifact_dir
+def verify(c, model, rebuild=False, onnx=None):
+    """Check dist/<model>/ against SHA256SUMS and its manifest; --rebuild checks reproducibility."""
+    from wasmforge.verify import rebuild_and_compare, verify_hashes
 
-    checked = verify_artifact_dir(model)
+    checked = verify_hashes(model)
     print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
-
-
-@task(help={"model": "artifact name under dist/", "runs": "timed runs per engine, after one warm-up (default 10)",
-            "json": "also write the results as JSON to PATH ('-' for stdout)",
-            "onnx": "the ONNX file, for artifacts built with --onnx instead of --model"})
-@user_errors
-def bench(c, model, runs=10, json=None, onnx=None):
-    """Time dist/<model>/ under wasmtime against onnxruntime (1 thread, all cores) and native TVM."""
-    from wasmforge.bench import bench as run_bench
-
-    run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+    if rebuild:
+        rebuild_and_compare(model, onnx=onnx)
 
 
 @task

@@ -140,12 +140,14 @@ def toolchain_versions() -> dict[str, str]:
     import tvm
     import tvm_ffi
 
-    llvm = tvm.support.libinfo().get("LLVM_VERSION", "unknown")
+    from tvm.target import codegen
+
     return {
         "python": platform.python_version(),
         "tvm": tvm.__version__,
-        "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown"),
-        "tvm_llvm": str(llvm),
+        "tvm-ffi": getattr(tvm_ffi, "__version__", "unknown"),
+        # TVM's wheel bundles its own LLVM for code generation (not Debian's).
+        "tvm-llvm-major": str(codegen.llvm_version_major()),
         "onnx": onnx.__version__,
         "numpy": np.__version__,
     }

@@ -212,10 +212,16 @@ def engine_entry(step: Step, extra: dict | None = None) -> dict:
     return entry
 
 
-def check_outputs(entry: dict, outputs: list[np.ndarray], expected: list[np.ndarray]) -> None:
+def check_outputs(entry: dict, outputs: list[np.ndarray], expected: list[np.ndarray],
+                  rule: dict | None = None) -> None:
+    """The build's rule (manifest `reference`: relative_tolerance, absolute_floor) or the defaults."""
     if not entry["available"]:
         return
-    comparison = reference.compare(outputs, expected)
+    rule = rule or {}
+    comparison = reference.compare(
+        outputs, expected,
+        relative_tolerance=rule.get("relative_tolerance", reference.RELATIVE_TOLERANCE),
+        absolute_floor=rule.get("absolute_floor", reference.ABSOLUTE_FLOOR))
     entry["max_abs_diff"] = comparison.max_abs_diff
     entry["tolerance"] = comparison.tolerance
     entry["agrees"] = comparison.ok
@@ -340,15 +346,15 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
 
     # onnxruntime, 1 thread, is the reference for everyone; it is itself checked
     # against the outputs recorded at build time.
-    expected = ort_1t.outputs
+    expected, rule = ort_1t.outputs, manifest.get("reference")
     if report["ort_1t"]["available"]:
-        recorded = _recorded_outputs(directory)
-        if recorded is not None:
-            check_outputs(report["ort_1t"], expected, recorded)
+        recorded = reference.load_case(directory, 0)[1]
+        if recorded:
+            check_outputs(report["ort_1t"], expected, recorded, rule)
         else:
             report["ort_1t"].update(max_abs_diff=0.0, agrees=True)
         for engine, result in (("wasm", wasm), ("ort_all", ort_all), ("tvm_native", native)):
-            check_outputs(report[engine], result.outputs, expected)
+            check_outputs(report[engine], result.outputs, expected, rule)
     report["ratios"] = ratios(report)
     report["ok"] = not problems(report)
     report["bench_seconds"] = time.monotonic() - started
@@ -380,18 +386,10 @@ def write_json(path: Path, report: dict) -> None:
 
 
 def _reference_input_notes(directory: Path, inputs: list[np.ndarray]) -> list[str]:
-    recorded = sorted((directory / "reference" / "case0").glob("input*.npy"))
-    if not recorded:
-        return []
-    arrays = [np.load(p, allow_pickle=False) for p in sorted(recorded, key=lambda p: int(p.stem[5:]))]
-    if len(arrays) == len(inputs) and all(np.array_equal(a, b) for a, b in zip(arrays, inputs)):
+    recorded = reference.load_case(directory, 0)[0]
+    if not recorded or (len(recorded) == len(inputs) and all(map(np.array_equal, recorded, inputs))):
         return []
     return ["the seeded input differs from reference/case0 recorded at build time (numpy's generator changed?)"]
-
-
-def _recorded_outputs(directory: Path) -> list[np.ndarray] | None:
-    paths = sorted((directory / "reference" / "case0").glob("output*.npy"), key=lambda p: int(p.stem[6:]))
-    return [np.load(p, allow_pickle=False) for p in paths] or None
 
 
 def _native_notes(result: dict, manifest: dict, notes: list[str]) -> dict:

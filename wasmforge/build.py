@@ -159,6 +159,7 @@ def check_against_reference(wasm: Path, directory: Path, cases: int, console: Co
 
 
 def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int) -> None:
+    tool_versions = {k: v for k, v in images.image_versions(builder).items() if k != "inputs"}
     files = {
         name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
         for name in artifact.artifact_files(staging)
@@ -172,8 +173,12 @@ def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cas
         "inputs": graph_info["inputs"],
         "outputs": graph_info["outputs"],
         "target": {"wasm": "wasm32-wasip1", "tvm": graph_info["target"]},
-        "toolchain": {**images.image_versions(builder), **graph_info["versions"]},
-        "builder_image": {"id": builder.id, "tags": sorted(builder.tags)},
+        "toolchain": {**tool_versions, **graph_info["versions"]},
+        # The recipe, not the image id: ids differ between two builds of the
+        # same recipe, and the manifest must be reproducible. The exact image
+        # id is in the provenance statement beside the artifact.
+        "builder_image": {"recipe": images.recipe_digest("builder", images.load_pins()),
+                          "base": images.base_tag(images.load_pins())},
         "kernels": graph_info["kernels"],
         "kernel_calls": graph_info["calls"],
         "params_size": graph_info["params_size"],

@@ -205,14 +205,21 @@ def _unmount_under(path: Path) -> None:
 
 # --- builder / smoke -------------------------------------------------------------
 
-def image_tag(kind: str, pins: dict, base_fingerprint: str, root: Path = ROOT) -> str:
-    """wasmforge/<kind>:<hash of Dockerfile, lock file, this image's pins, base>."""
+def recipe_digest(kind: str, pins: dict, root: Path = ROOT) -> str:
+    """Hash of everything that defines the image except the base's bytes:
+    Dockerfile, lock file, this image's pins. Artifacts record it, because it is
+    the same on every machine, while a fresh debootstrap gives new base bytes."""
     spec = pins[kind]
-    return f"wasmforge/{kind}:" + _short_hash(
+    return _short_hash(
         (root / spec["dockerfile"]).read_bytes(), (root / spec["requirements"]).read_bytes(),
         _canon({"image": spec, "epoch": pins["base"]["source_date_epoch"],
-                "wheels": [WHEEL_PYTHON, WHEEL_PLATFORMS]}),
-        base_fingerprint.encode())
+                "wheels": [WHEEL_PYTHON, WHEEL_PLATFORMS], "base": base_tag(pins)}))
+
+
+def image_tag(kind: str, pins: dict, base_fingerprint: str, root: Path = ROOT) -> str:
+    """wasmforge/<kind>:<hash of the recipe and the base's layers>."""
+    return f"wasmforge/{kind}:" + _short_hash(
+        recipe_digest(kind, pins, root).encode(), base_fingerprint.encode())
 
 
 def base_fingerprint(image) -> str:

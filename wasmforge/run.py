@@ -23,13 +23,6 @@ def artifact_dir(model: str, dist: Path = DIST) -> Path:
     return directory
 
 
-def verify_artifact_dir(model: str, dist: Path = DIST) -> list[str]:
-    directory = artifact_dir(model, dist)
-    checked = artifact.verify_sums(directory)
-    artifact.verify_artifact(directory)
-    return checked
-
-
 def load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"no such file: {path}")

@@ -14,6 +14,7 @@ within the manifest's tolerances, with the same top-1.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,9 @@ def read_plan(manifest: dict) -> Plan:
     cases = field("reference.cases", int)
     if cases < 1:
         raise ArtifactError(f"{MANIFEST_NAME} records no reference cases")
-    return Plan(str(manifest.get("name", "")), wasm, cases, float(field("reference.relative_tolerance", (int, float))),
-                float(field("reference.absolute_floor", (int, float))))
+    number = (int, float)
+    return Plan(str(manifest.get("name", "")), wasm, cases,
+                float(field("reference.relative_tolerance", number)), float(field("reference.absolute_floor", number)))
 
 
 def run_cases(directory: Path, plan: Plan, memory_limit: int, time_limit: float) -> list[CaseResult]:
@@ -131,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. unreadable files: refused as well, nothing has run
         return _fail(f"artifact refused: cannot read {exc.filename or directory}: {exc.strerror}", EXIT_REFUSED)
     name = plan.name or directory.name
-    print(f"{name}: all files match SHA256SUMS and {MANIFEST_NAME}; running {plan.cases} reference cases "
-          f"(wasmtime {wasmtime.__version__}, memory cap {args.memory_limit_mib} MiB, "
-          f"time limit {args.time_limit:g} s per run)")
+    print(f"{name}: every file matches SHA256SUMS and {MANIFEST_NAME}")
+    print(f"{name}: {plan.cases} reference cases on wasmtime {importlib.metadata.version('wasmtime')}, "
+          f"memory cap {args.memory_limit_mib} MiB, time limit {args.time_limit:g} s per run")
 
     try:
         results = run_cases(directory, plan, args.memory_limit_mib << 20, args.time_limit)
