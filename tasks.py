@@ -90,6 +90,27 @@ def verify(c, model, rebuild=False, onnx=None):
         rebuild_and_compare(model, onnx=onnx)
 
 
+@task(help={"model": "artifact name under dist/ (built from the registry if missing)",
+            "build": "rebuild the artifact first, even if dist/<model>/ exists"})
+@user_errors
+def smoke(c, model, build=False):
+    """Verify dist/<model>/ and run its reference cases in the locked-down smoke container."""
+    from wasmforge.smoke_host import smoke as run_smoke
+
+    run_smoke(model, rebuild=build)
+
+
+@task(help={"model": "artifact name under dist/", "runs": "timed runs per engine, after one warm-up (default 10)",
+            "json": "also write the results as JSON to PATH ('-' for stdout)",
+            "onnx": "the ONNX file, for artifacts built with --onnx instead of --model"})
+@user_errors
+def bench(c, model, runs=10, json=None, onnx=None):
+    """Time dist/<model>/ under wasmtime against onnxruntime (1 thread, all cores) and native TVM."""
+    from wasmforge.bench import bench as run_bench
+
+    run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+
+
 @task
 @user_errors
 def models(c):
