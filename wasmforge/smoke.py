@@ -31,7 +31,7 @@ EXIT_REFUSED = 2  # the artifact does not match its hashes or manifest: nothing 
 # Linear memory per run; the container's own cap (smoke_host) sits above it, so
 # a greedy module is stopped here with a message rather than by the OOM killer.
 DEFAULT_MEMORY_MIB = 1024  # ResNet50 needs ~230 MiB
-DEFAULT_TIME_LIMIT = 120.0  # seconds per run; ResNet50 takes about one
+DEFAULT_TIME_LIMIT = 120.0  # seconds per run; ResNet50 takes 4-7 s in the container
 
 
 @dataclass
@@ -98,7 +98,7 @@ def run_cases(directory: Path, plan: Plan, memory_limit: int, time_limit: float)
 
 def format_table(results: list[CaseResult]) -> list[str]:
     def num(value, fmt):
-        return "-" if value is None else format(value, fmt)
+        return f"{'-':>9}" if value is None else format(value, fmt)
 
     lines = [f"{'case':>4}  {'result':6}  {'max|diff|':>9}  {'tolerance':>9}  {'top-1':5}  {'time':>9}"]
     for r in results:

@@ -112,8 +112,10 @@ def smoke(model: str, *, rebuild: bool = False, dist: Path = DIST, console: Cons
 
         build(model=model, dist=dist, console=console)
     image = images.ensure_smoke(client, console)
-    console.print(f"[bold]smoke[/] {model} in {sorted(image.tags)[0] if image.tags else image.short_id}: "
-                  "no network, read-only root, user smoke, no capabilities, 2 GiB, 2 CPUs", highlight=False)
+    limits = container_settings(directory)
+    console.print(f"[bold]smoke[/] {model} in {min(image.tags) if image.tags else image.short_id}: no network, "
+                  f"read-only root, user {limits['user']}, no capabilities, memory {limits['mem_limit']}, "
+                  f"{limits['nano_cpus'] / 1e9:g} CPUs, {limits['pids_limit']} pids", highlight=False)
     started = time.monotonic()
     result = run_container(client, image, directory, SMOKE_COMMAND, on_line=_echo)
     if result.exit_code != 0:
