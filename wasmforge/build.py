@@ -15,12 +15,13 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifact, images, reference
+from . import __version__, artifact, attest, images, reference
 from .container import Mount, StepRun, run_step
 from .errors import UserError
 from .fetch import model_path
@@ -80,6 +81,7 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
           console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
     started = time.monotonic()
+    started_on = datetime.now(timezone.utc)
     source = resolve_source(model, onnx, name)
     check_onnx(source.onnx)
     console.print(f"[bold]building {source.name}[/] from {source.onnx.name}")
@@ -115,6 +117,11 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    # Outside dist/<name>/ (it names image ids and times, which differ between
+    # two otherwise identical builds): dist/<name>.attestations/.
+    attest.write_attestations(final, client=client, builder_image=builder,
+                              command=attest.command_line(), started=started_on,
+                              finished=datetime.now(timezone.utc))
     console.print(f"[bold green]built[/] {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}"
                   f" in {time.monotonic() - started:.1f} s")
     return final

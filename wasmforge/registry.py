@@ -103,6 +103,10 @@ class ModelSpec:
     accuracy: AccuracySpec | None = None
 
 
+# dist/<name>.attestations/ sits beside dist/<name>/: no model may take that name.
+RESERVED_SUFFIX = ".attestations"
+
+
 def check_model_name(name: str) -> str:
     """Return `name` if it is a safe model name, else raise a one-line UserError.
 
@@ -113,11 +117,12 @@ def check_model_name(name: str) -> str:
         or len(name) > MAX_MODEL_NAME_LENGTH
         or not MODEL_NAME_PATTERN.fullmatch(name)
         or ".." in name
+        or name.endswith(RESERVED_SUFFIX)
     ):
         shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
         raise UserError(
             f"invalid model name {shown}: use at most {MAX_MODEL_NAME_LENGTH} of a-z 0-9 . _ -, "
-            "starting with a letter or digit, without '..'"
+            f"starting with a letter or digit, without '..', not ending in '{RESERVED_SUFFIX}'"
         )
     return name
 

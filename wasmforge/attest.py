@@ -1,0 +1,294 @@
+"""Release metadata beside an artifact: `dist/<name>.attestations/`.
+
+`dist/<name>/` is bit-for-bit reproducible, so whatever names one particular
+build (image ids, times, the host) goes into this sibling directory instead:
+
+- `sbom.cdx.json`: a CycloneDX 1.6 SBOM whose metadata component is the
+  `.wasm`. Components with scope `required` went into it (the ONNX model whose
+  weights it embeds, the crates of rust_app/Cargo.lock); those with scope
+  `excluded` are the build environment (the builder image's Debian packages and
+  its hash-locked Python packages).
+- `provenance.intoto.json`: an unsigned in-toto Statement v1 with a SLSA
+  provenance v1 predicate. Its subjects are the files of SHA256SUMS; it names
+  the git commit, the model's sha256, the builder and base images and the
+  command, and lists the SBOM as a byproduct.
+
+Both are built with their formats' own libraries (cyclonedx-python-lib, the
+in-toto attestation bindings) and validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cyclonedx.model import (
+    ExternalReference,
+    ExternalReferenceType,
+    HashAlgorithm,
+    HashType,
+    Property,
+    XsUri,
+)
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentScope, ComponentType
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from google.protobuf import json_format
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+from in_toto_attestation.v1.statement import Statement
+from packageurl import PackageURL
+
+from . import __version__, artifact, images
+from .hashing import sha256_file
+from .paths import CACHE, ROOT
+
+SBOM_NAME = "sbom.cdx.json"
+PROVENANCE_NAME = "provenance.intoto.json"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+# A URN, not a URL: wasmforge has no web home to own a URL under, and SLSA
+# only asks for a collision-resistant URI. The fields are documented above.
+BUILD_TYPE = "urn:wasmforge:buildtype:docker-builder:v1"
+DPKG_FORMAT = r"${Package}\t${Version}\t${Architecture}\n"
+
+
+def attestations_dir(final_dir: Path) -> Path:
+    return final_dir.with_name(final_dir.name + ".attestations")
+
+
+def write_attestations(final_dir: Path, *, client, builder_image, command: list[str],
+                       started: datetime, finished: datetime, root: Path = ROOT) -> Path:
+    """Write `<final_dir>.attestations/` for a published artifact and return it.
+
+    `command` is the invocation as typed (see `command_line`); `started` and
+    `finished` are timezone-aware. Written to a staging directory and renamed
+    into place, like the artifact itself.
+    """
+    artifact.verify_sums(final_dir)  # never attest bytes that don't match their sums
+    manifest = artifact.load_manifest(final_dir)
+    invocation = uuid.uuid4()  # shared by the SBOM serial number and the provenance
+    target = attestations_dir(final_dir)
+    staging = artifact.staging_dir(final_dir.parent, target.name)
+    try:
+        bom = build_sbom(final_dir, manifest, debian_packages(client, builder_image),
+                         timestamp=finished, serial=invocation, root=root)
+        (staging / SBOM_NAME).write_text(bom)
+        statement = build_provenance(
+            final_dir, manifest, client=client, builder_image=builder_image, command=command,
+            started=started, finished=finished, invocation=str(invocation),
+            sbom_sha256=sha256_file(staging / SBOM_NAME), root=root)
+        (staging / PROVENANCE_NAME).write_text(json.dumps(statement, indent=2, sort_keys=True) + "\n")
+        artifact.publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        # Statements about the previous build's bytes must not stay beside the new ones.
+        if target.exists() and read_subjects(target) != artifact.read_sums(final_dir):
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """The command as typed, e.g. ["invoke", "build", "--model", "x"], without the host's venv path."""
+    argv = sys.argv if argv is None else argv
+    return [Path(argv[0]).name, *argv[1:]]
+
+
+def read_subjects(attestations: Path) -> dict[str, str]:
+    """{file name: sha256} of a provenance statement's subjects ({} if unreadable)."""
+    try:
+        statement = json.loads((attestations / PROVENANCE_NAME).read_text())
+        return {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+# --- SBOM ----------------------------------------------------------------------
+
+def build_sbom(final_dir: Path, manifest: dict, debs: list[tuple[str, str, str]], *,
+               timestamp: datetime, serial: uuid.UUID, root: Path = ROOT) -> str:
+    """The CycloneDX JSON text; raises ValueError if the library's schema validator rejects it."""
+    pins = images.load_pins()
+    wasm = Component(
+        type=ComponentType.APPLICATION, name=manifest["wasm"], bom_ref="wasm",
+        hashes=[_sha256(sha256_file(final_dir / manifest["wasm"]))],
+        description=f"WASI command built by wasmforge from {_model_name(manifest)}")
+    model = Component(
+        type=ComponentType.MACHINE_LEARNING_MODEL, name=_model_name(manifest), bom_ref="model",
+        scope=ComponentScope.REQUIRED, hashes=[_sha256(manifest["source"]["sha256"])],
+        description="the ONNX model; its weights are embedded in the .wasm")
+    crates, edges = cargo_components(root / "rust_app" / "Cargo.lock")
+    build_env = [*python_components(root / pins["builder"]["requirements"]),
+                 *debian_components(debs, pins["base"]["suite"])]
+    bom = Bom(components=[model, *crates.values(), *build_env], serial_number=serial,
+              metadata=BomMetaData(
+                  component=wasm, timestamp=timestamp,
+                  properties=[Property(name="wasmforge:builder-recipe",
+                                       value=images.recipe_digest("builder", pins, root))]))
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="wasmforge", version=__version__))
+    # The .wasm is the model command crate (linked with its dependencies) plus the model.
+    bom.register_dependency(wasm, [model, *(c for c in crates.values() if c.name == "wasmforge-model")])
+    for key, deps in edges.items():
+        bom.register_dependency(crates[key], [crates[d] for d in deps])
+    text = JsonV1Dot6(bom).output_as_string(indent=2)
+    if error := JsonStrictValidator(SchemaVersion.V1_6).validate_str(text):
+        raise ValueError(f"SBOM fails the CycloneDX 1.6 schema: {error}")
+    return text + "\n"
+
+
+def python_components(lock: Path) -> list[Component]:
+    """The builder venv's packages: exact versions from the hash-locked requirements file.
+
+    The lock allows several wheels per package (one per platform) and does not
+    say which one pip took, so the hashes go on a distribution reference, as
+    cyclonedx-bom does for requirements files, not on the component itself.
+    """
+    components = []
+    text = lock.read_text().replace("\\\n", " ")  # join the `\` continuations
+    for line in text.splitlines():
+        if not (m := re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)", line)):
+            continue
+        name = re.sub(r"[-_.]+", "-", m[1]).lower()
+        purl = PackageURL(type="pypi", name=name, version=m[2])
+        wheels = ExternalReference(
+            type=ExternalReferenceType.DISTRIBUTION, url=XsUri(purl.to_string()),
+            comment=f"the wheels {lock.name} allows (pip --require-hashes)",
+            hashes=[_sha256(h) for h in re.findall(r"--hash=sha256:([0-9a-f]{64})", line)])
+        components.append(_env_component(name, m[2], purl, "python", external_references=[wheels]))
+    return components
+
+
+def debian_components(debs: list[tuple[str, str, str]], suite: str) -> list[Component]:
+    return [_env_component(name, version, PackageURL(type="deb", namespace="debian", name=name, version=version,
+                                                     qualifiers={"arch": arch, "distro": suite}), "debian")
+            for name, version, arch in debs]
+
+
+def cargo_components(lock: Path) -> tuple[dict[str, Component], dict[str, list[str]]]:
+    """The crates of a Cargo.lock and their dependency edges, keyed "name version".
+
+    Registry crates carry their .crate checksum; a crate without `source` is a
+    path crate of this workspace.
+    """
+    packages = tomllib.loads(lock.read_text())["package"]
+    crates, by_name = {}, {}
+    for pkg in packages:
+        purl = PackageURL(type="cargo", name=pkg["name"], version=pkg["version"])
+        crates[f"{pkg['name']} {pkg['version']}"] = by_name[pkg["name"]] = Component(
+            type=ComponentType.LIBRARY, name=pkg["name"], version=pkg["version"], purl=purl,
+            bom_ref=purl.to_string(), scope=ComponentScope.REQUIRED,
+            hashes=[_sha256(pkg["checksum"])] if "checksum" in pkg else [],
+            properties=[Property(name="wasmforge:cargo-source",
+                                 value=pkg.get("source", f"workspace: {lock.parent.name}/"))])
+    # A dependency is "name" when only one version is locked, else "name version [(source)]".
+    key = {name: f"{c.name} {c.version}" for name, c in by_name.items()}
+    edges = {f"{p['name']} {p['version']}": [" ".join(d.split(" ")[:2]) if " " in d else key[d]
+                                            for d in p.get("dependencies", [])] for p in packages}
+    return crates, edges
+
+
+def _env_component(name, version, purl: PackageURL, origin: str, **kwargs) -> Component:
+    # `excluded`: used to build the .wasm, not part of it.
+    return Component(type=ComponentType.LIBRARY, name=name, version=version, purl=purl,
+                     bom_ref=purl.to_string(), scope=ComponentScope.EXCLUDED,
+                     properties=[Property(name="wasmforge:role", value=f"builder-image {origin} package")],
+                     **kwargs)
+
+
+def _sha256(hexdigest: str) -> HashType:
+    return HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)
+
+
+def _model_name(manifest: dict) -> str:
+    return manifest["source"].get("registry") or manifest["source"].get("file") or manifest["name"]
+
+
+# --- Debian packages in the builder image ------------------------------------------
+
+def debian_packages(client, image) -> list[tuple[str, str, str]]:
+    """(package, version, architecture) installed in `image`, cached per image id:
+    an image's content never changes under its id, and a container start takes seconds."""
+    cache = CACHE / "attest"
+    path = cache / f"dpkg-{image.id.split(':')[-1]}.tsv"
+    if not path.is_file():
+        out = client.containers.run(image.id, ["dpkg-query", "-W", "-f", DPKG_FORMAT],
+                                    remove=True, network_disabled=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(out)
+        os.replace(tmp, path)  # a concurrent build sees the whole list or none
+    return sorted(tuple(line.split("\t")) for line in path.read_text().splitlines() if line.count("\t") == 2)
+
+
+# --- provenance ------------------------------------------------------------------
+
+def build_provenance(final_dir: Path, manifest: dict, *, client, builder_image, command: list[str],
+                     started: datetime, finished: datetime, invocation: str, sbom_sha256: str,
+                     root: Path = ROOT) -> dict:
+    """The in-toto Statement as a JSON-ready dict; raises ValueError if the bindings reject it."""
+    pins = images.load_pins()
+    commit, dirty, remote = git_state(root)
+    base_name = (builder_image.labels or {}).get("org.opencontainers.image.base.name", images.base_tag(pins))
+    base = client.images.get(base_name)
+    predicate = provenance_pb2.Provenance()
+    definition = predicate.build_definition
+    definition.build_type = BUILD_TYPE
+    definition.external_parameters.update(
+        {"name": manifest["name"], "source": manifest["source"], "command": command})
+    definition.internal_parameters.update(
+        {"wasmforge": __version__, "builderRecipe": images.recipe_digest("builder", pins, root)})
+    definition.resolved_dependencies.extend(rd.pb for rd in [
+        ResourceDescriptor(name="source", uri=remote or "", digest={"gitCommit": commit} if commit else None,
+                           annotations={"dirty": dirty}),
+        ResourceDescriptor(name=_model_name(manifest), digest={"sha256": manifest["source"]["sha256"]}),
+        _image_descriptor("builder image", builder_image),
+        _image_descriptor("base image", base, name=base_name),
+    ])
+    run = predicate.run_details
+    run.builder.id = f"urn:wasmforge:host:{socket.gethostname()}"
+    run.builder.version.update({"wasmforge": __version__, "docker": client.version().get("Version", "")})
+    run.metadata.invocation_id = invocation
+    run.metadata.started_on.FromDatetime(started.astimezone(UTC))
+    run.metadata.finished_on.FromDatetime(finished.astimezone(UTC))
+    run.byproducts.append(ResourceDescriptor(name=SBOM_NAME, digest={"sha256": sbom_sha256},
+                                             media_type="application/vnd.cyclonedx+json").pb)
+    subjects = [ResourceDescriptor(name=name, digest={"sha256": digest}).pb
+                for name, digest in artifact.read_sums(final_dir).items()]
+    statement = Statement(subjects, SLSA_PROVENANCE, json_format.MessageToDict(predicate))
+    statement.validate()
+    return json_format.MessageToDict(statement.pb)
+
+
+def _image_descriptor(role: str, image, name: str | None = None) -> ResourceDescriptor:
+    # An image id is the sha256 of its config, so it is a digest in the in-toto sense.
+    tags = sorted(image.tags or [])
+    return ResourceDescriptor(
+        name=name or (tags[0] if tags else role), digest={"sha256": image.id.split(":")[-1]},
+        annotations={"role": role, "imageId": image.id, "repoDigests": image.attrs.get("RepoDigests") or [],
+                     "layers": image.attrs.get("RootFS", {}).get("Layers", [])})
+
+
+def git_state(root: Path) -> tuple[str | None, bool, str | None]:
+    """(HEAD commit, whether the tree differs from it, origin URL without credentials)."""
+    def git(*args):
+        # GIT_OPTIONAL_LOCKS=0: `git status` must not rewrite the index of a tree being built.
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain") != ""  # None (no git) counts as dirty too
+    remote = git("remote", "get-url", "origin")
+    return commit, dirty, re.sub(r"//[^/@]*@", "//", remote) if remote else None
