@@ -28,11 +28,10 @@ PROXY_TARGET = {"kind": "llvm", "mcpu": "x86-64", "mattr": ["+sse4.2", "-avx", "
 
 
 def conv_tasks(onnx_path: Path):
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
     import build_graph_lib
     import optimize
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
 
     model = build_graph_lib.load_onnx(onnx_path)
     inputs = build_graph_lib.graph_inputs(model, {})
