@@ -67,7 +67,9 @@ class PlanBuilder:
         for seen, tid in self.constants:
             if seen.same_as(const):
                 return tid
-        array = np.ascontiguousarray(const.value.numpy())
+        # Not np.ascontiguousarray: it turns a 0-d (scalar) constant into shape [1],
+        # and kernels check ndim.
+        array = np.asarray(const.value.numpy(), order="C")
         offset = -len(self.params) % PARAM_ALIGN + len(self.params)
         self.params.extend(b"\0" * (offset - len(self.params)))
         self.params.extend(array.astype(array.dtype.newbyteorder("<")).tobytes())

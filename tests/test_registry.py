@@ -24,9 +24,10 @@ ZOO_RESNET50_URL = (
 ZOO_RESNET50_SHA256 = "af16a04a6ec48ac494065d4439fe9dea590d337b9ca6dc328160ccf04a217b9c"
 
 
-def test_committed_registry_has_the_three_models():
+def test_committed_registry_has_its_models():
     registry = load_registry()
-    assert list(registry) == ["resnet50", "resnet50-synth", "lenet-digits"]
+    assert list(registry) == ["resnet50", "resnet50-synth", "lenet-digits", "mobilenetv2-7", "mobilenetv2-synth",
+                              "squeezenet1.1-7", "squeezenet-synth", "bertsquad-12", "bert-synth"]
     for spec in registry.values():
         assert isinstance(spec, ModelSpec)
         assert spec.description and spec.preprocessing and spec.license and spec.provenance
@@ -50,6 +51,35 @@ def test_resnet50_synth_matches_the_real_models_interface():
     assert (synth.inputs, synth.outputs) == (real.inputs, real.outputs)
 
 
+# git-LFS oids of the zoo files in onnx/models b1eeaa1a (= model_sha/model_bytes in its
+# ONNX_HUB_MANIFEST.json).
+ZOO_PINS = {
+    "mobilenetv2-7": ("vision/classification/mobilenet/model/mobilenetv2-7.onnx",
+                      "c1c513582d56afceff8516c73804e484c81c6a830712ab6d682253f4a3cd042f", 14246826),
+    "squeezenet1.1-7": ("vision/classification/squeezenet/model/squeezenet1.1-7.onnx",
+                        "1eeff551a67ae8d565ca33b572fc4b66e3ef357b0eb2863bb9ff47a918cc4088", 4956208),
+    "bertsquad-12": ("text/machine_comprehension/bert-squad/model/bertsquad-12.onnx",
+                     "5f0d96a9e6b8a4a2e59f9636f8bbad09ee8a0c58c8212027cc17c5fcc9659e55", 435852736),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_PINS))
+def test_zoo_models_are_pinned_files(name):
+    path, sha256, size = ZOO_PINS[name]
+    spec = get_model(name)
+    assert spec.source == UrlSource(f"https://github.com/onnx/models/raw/main/validated/{path}")
+    assert (spec.sha256, spec.size) == (sha256, size)
+
+
+@pytest.mark.parametrize("synth, entry", [
+    ("mobilenetv2-synth", "wasmforge.generators.mobilenetv2:build_model"),
+    ("squeezenet-synth", "wasmforge.generators.squeezenet:build_model"),
+    ("bert-synth", "wasmforge.generators.bert:build_model"),
+])
+def test_new_synthetic_models_are_seeded_generators(synth, entry):
+    assert get_model(synth).source == GeneratorSource(entry, (("seed", 0),))
+
+
 def test_lenet_digits_is_a_committed_file():
     spec = get_model("lenet-digits")
     assert spec.source == FileSource("models/lenet-digits/lenet-digits.onnx")
@@ -71,7 +101,9 @@ def test_unknown_model_lists_known_names():
     with pytest.raises(UserError) as caught:
         get_model("resnet51")
     message = str(caught.value)
-    assert message == "unknown model 'resnet51'; known models: lenet-digits, resnet50, resnet50-synth"
+    assert message == ("unknown model 'resnet51'; known models: bert-synth, bertsquad-12, lenet-digits, "
+                       "mobilenetv2-7, mobilenetv2-synth, resnet50, resnet50-synth, squeezenet-synth, "
+                       "squeezenet1.1-7")
     assert caught.value.exit_code == 2
 
 

@@ -1,0 +1,195 @@
+"""`invoke check`: operator support, dynamic dimensions and sizes, without compiling."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import test_build
+from onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+
+from wasmforge import check
+from wasmforge.errors import UserError
+from wasmforge.fetch import model_cache_dir, model_path
+from wasmforge.paths import DIST, ROOT
+from wasmforge.registry import FileSource, GeneratorSource, load_registry
+
+pytest.importorskip("tvm")  # check reads the pinned TVM frontend, as the build does
+
+REGISTRY = load_registry()
+
+# What each offline registry model must report: default-domain opset, operator counts,
+# parameters (initializer elements, BN statistics included).
+EXPECTED = {
+    "lenet-digits": {"opset": 13, "params": 3_658},
+    "resnet50-synth": {"opset": 13, "params": 25_610_152,
+                       "ops": {"Conv": 53, "BatchNormalization": 53, "Relu": 49, "Add": 16, "MaxPool": 1,
+                               "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}},
+    "mobilenetv2-synth": {"opset": 13, "params": 3_538_986,
+                          "ops": {"Conv": 52, "BatchNormalization": 52, "Clip": 35, "Add": 10,
+                                  "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}},
+    "squeezenet-synth": {"opset": 13, "params": 1_235_496,
+                         "ops": {"Conv": 26, "Relu": 26, "Concat": 8, "MaxPool": 3, "GlobalAveragePool": 1,
+                                 "Flatten": 1}},
+    "bert-synth": {"opset": 17, "params": 168_378,
+                   "ops": {"Add": 22, "Cast": 1, "Div": 4, "Erf": 2, "Gather": 3, "LayerNormalization": 5,
+                           "MatMul": 16, "Mul": 4, "Reshape": 8, "Softmax": 2, "Transpose": 8, "Unsqueeze": 1,
+                           "Where": 1}},
+}
+
+
+def offline(name: str) -> bool:
+    spec = REGISTRY[name]
+    if isinstance(spec.source, (FileSource, GeneratorSource)):
+        return True
+    return (model_cache_dir() / f"{spec.sha256}.onnx").is_file()
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_offline_registry_model_checks_out(name):
+    if not offline(name):
+        pytest.skip(f"{name} is downloaded by URL and not in the cache")
+    spec = REGISTRY[name]
+    report = check.analyse(model_path(spec), registry_shapes=check.registry_input_shapes(name), label=name)
+    assert report.ok, report.problems
+    assert report.unsupported == []
+    assert all(use.supported and use.rule.startswith("v") for use in report.ops)
+    assert [(i.name, i.dtype, i.shape) for i in report.inputs] == [(t.name, t.dtype, list(t.shape))
+                                                                    for t in spec.inputs]
+    assert [(name_, dtype, shape) for name_, dtype, _, shape in report.outputs] == [
+        (t.name, t.dtype, list(t.shape)) for t in spec.outputs]
+    expected = EXPECTED.get(name)
+    if expected:
+        assert report.opset == expected["opset"]
+        assert report.param_count == expected["params"]
+        if "ops" in expected:
+            assert {use.op: use.count for use in report.ops} == expected["ops"]
+    # float32 weights: 4 bytes per parameter, give or take the int64 shape constants.
+    assert abs(report.param_bytes - 4 * report.param_count) <= 8 * 64
+    # Where the artifact was built, the size estimate is close to the real .wasm.
+    built = DIST / name / "manifest.json"
+    if built.is_file():
+        manifest = json.loads(built.read_text())
+        real = manifest["files"][f"{name}.wasm"]["size"]
+        assert abs(report.wasm_estimate - real) <= 0.15 * real, (report.wasm_estimate, real)
+        assert abs(report.kernel_estimate - manifest["kernels"]) <= max(3, manifest["kernels"] // 4)
+
+
+def test_unsupported_operators_are_reported(tmp_path):
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(with_unsupported_ops(), path)
+    report = check.analyse(path)
+    assert report.unsupported == ["Celu", "Det"]
+    assert {use.op: (use.count, use.supported) for use in report.ops} == {"Celu": (1, False), "Det": (1, False)}
+    assert report.problems == ["operators the TVM frontend does not support: Celu, Det"]
+
+
+def test_unsupported_operators_exit_2_naming_them(tmp_path):
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(with_unsupported_ops(), path)
+    code, out, err = test_build.invoke("check", "--onnx", str(path))
+    test_build.assert_one_line_error(code, err, 2, "does not support: Celu, Det")
+    assert "unsupported" in out and "Celu" in out and "Det" in out
+
+
+def test_foreign_domain_operators_are_unsupported(tmp_path):
+    model = two_outputs()
+    model.graph.node[0].domain = "com.microsoft"
+    model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    path = tmp_path / "contrib.onnx"
+    onnx.save(model, path)
+    report = check.analyse(path)
+    assert report.unsupported == ["com.microsoft.Relu"]
+    assert report.opsets == {"": 13, "com.microsoft": 1}
+
+
+@pytest.fixture
+def dynamic_model(tmp_path):
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_dynamic_dimension_needs_an_input_shape(dynamic_model):
+    report = check.analyse(dynamic_model)
+    (x,) = report.inputs
+    assert (x.declared, x.shape) == (["N", 1, 8, 8], None)
+    assert report.problems == ["input 'x' has dynamic dimensions ['N']; fix them with --input-shape x=Nx1x8x8"]
+
+    fixed = check.analyse(dynamic_model, ("x=1x1x8x8",))
+    assert fixed.ok, fixed.problems
+    assert (fixed.inputs[0].shape, fixed.inputs[0].fixed_by) == ([1, 1, 8, 8], "--input-shape")
+    assert fixed.outputs == [("y", "float32", ["N", 10], [1, 10])]
+
+
+def test_registry_shapes_fix_dynamic_dimensions(dynamic_model):
+    report = check.analyse(dynamic_model, registry_shapes={"x": [1, 1, 8, 8]})
+    assert report.ok and report.inputs[0].fixed_by == "models.toml"
+
+
+def test_dynamic_dimension_cli(dynamic_model):
+    code, out, err = test_build.invoke("check", "--onnx", str(dynamic_model))
+    test_build.assert_one_line_error(code, err, 2, "--input-shape x=Nx1x8x8")
+    assert "dynamic" in out
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    (("y=1x1x8x8",), "--input-shape names no input of the model: y"),
+    (("x=1x8x8",), "--input-shape x has 3 dimensions, the model's input has 4"),
+])
+def test_input_shape_mistakes_are_problems(dynamic_model, spec, fragment):
+    report = check.analyse(dynamic_model, spec)
+    assert any(fragment in problem for problem in report.problems), report.problems
+
+
+@pytest.mark.parametrize("spec", ["x", "x=", "x=1xAx8x8", "=1x1", "x=0x1x8x8"])
+def test_malformed_input_shape(dynamic_model, spec):
+    with pytest.raises(UserError, match="bad --input-shape") as caught:
+        check.analyse(dynamic_model, (spec,))
+    assert caught.value.exit_code == 2
+
+
+def test_missing_and_corrupt_files_are_one_line_errors(tmp_path):
+    code, _, err = test_build.invoke("check", "--onnx", str(tmp_path / "missing.onnx"))
+    test_build.assert_one_line_error(code, err, 2, "missing.onnx")
+    for content in (b"", b"this is not protobuf \xff\xfe"):
+        path = tmp_path / "corrupt.onnx"
+        path.write_bytes(content)
+        with pytest.raises(UserError, match="corrupt.onnx") as caught:
+            check.analyse(path)
+        assert caught.value.exit_code == 2
+
+
+def test_needs_exactly_one_source():
+    with pytest.raises(UserError, match="exactly one"):
+        check.check()
+    with pytest.raises(UserError, match="exactly one"):
+        check.check(onnx="a.onnx", model="lenet-digits")
+
+
+def test_model_by_name(capsys):
+    report = check.check(model="lenet-digits")
+    out = capsys.readouterr().out
+    assert report.ok and "lenet-digits" in out and "Conv" in out and ".wasm" in out
+
+
+def test_supported_ops_come_from_the_frontend():
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    supported = dict(check.supported_ops())
+    assert {"Conv", "Clip", "Gather", "LayerNormalization", "Erf", "Softmax"} <= set(supported)
+    assert set(supported) <= set(_get_convert_map())
+    assert "Det" not in supported and "Det" in check.unsupported_standard_ops()
+    assert "FastGelu" not in supported  # a com.microsoft contrib op: refused by the build
+    assert supported["ArgMax"] == [1, 11, 12]
+
+
+def test_docs_supported_ops_is_the_generated_table():
+    committed = (ROOT / "docs" / "supported-ops.md").read_text()
+    assert committed == check.supported_ops_markdown(), (
+        "docs/supported-ops.md is stale: invoke check --list-ops --markdown > docs/supported-ops.md")
+    assert "invoke check --list-ops --markdown" in committed
