@@ -32,26 +32,61 @@ def load_npy(path: Path) -> np.ndarray:
         raise UserError(f"{path} is not a readable .npy file ({exc})") from None
 
 
-def save_npy_atomically(path: Path, array: np.ndarray) -> None:
+def save_atomically(path: Path, write) -> None:
+    """`write(handle)` into a temp file beside `path`, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
+            write(handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def load_inputs(paths: list[Path], specs: list[dict]) -> list[np.ndarray]:
+    """One .npy per input in order, or a single .npz holding every input by name."""
+    if len(paths) == 1 and paths[0].suffix == ".npz":
+        archive = load_npz(paths[0])
+        missing = [s["name"] for s in specs if s["name"] not in archive]
+        if missing:
+            raise UserError(f"{paths[0]} has no array named {', '.join(missing)}")
+        return [archive[s["name"]] for s in specs]
+    if len(paths) != len(specs):
+        raise UserError(f"the model takes {len(specs)} input(s) ({', '.join(s['name'] for s in specs)}), "
+                        f"got {len(paths)} --input; give one .npy per input or one .npz")
+    return [load_npy(p) for p in paths]
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable .npz file ({exc})") from None
+
+
+def save_outputs(paths: list[Path], specs: list[dict], arrays: list[np.ndarray]) -> None:
+    """One .npy per output in order, or a single .npz holding every output by name."""
+    if len(paths) == 1 and paths[0].suffix == ".npz":
+        save_atomically(paths[0], lambda handle: np.savez(
+            handle, **{s["name"]: a for s, a in zip(specs, arrays)}))
+        return
+    for path, array in zip(paths, arrays):
+        save_atomically(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
+
+
 def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path = DIST) -> None:
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
-    if len(inputs) != len(manifest["inputs"]):
-        raise UserError(f"{model} takes {len(manifest['inputs'])} input(s), got {len(inputs)} --input")
-    if len(outputs) != len(manifest["outputs"]):
-        raise UserError(f"{model} has {len(manifest['outputs'])} output(s), got {len(outputs)} --output")
-    arrays = [load_npy(p) for p in inputs]
+    out_specs = manifest["outputs"]
+    single_npz = len(outputs) == 1 and outputs[0].suffix == ".npz"
+    if not single_npz and len(outputs) != len(out_specs):
+        raise UserError(f"{model} has {len(out_specs)} output(s), got {len(outputs)} --output; "
+                        "give one .npy per output or one .npz")
+    arrays = load_inputs(inputs, manifest["inputs"])
     result = WasmModel(directory / manifest["wasm"]).run(arrays)
-    for path, array in zip(outputs, result.outputs):
-        save_npy_atomically(path, array)
+    save_outputs(outputs, out_specs, result.outputs)
