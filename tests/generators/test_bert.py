@@ -1,32 +1,13 @@
 """The synthetic BERT encoder: deterministic, valid, runnable, two int64 inputs, mask honoured."""
 
-from collections import Counter
-
+import generator_checks as checks
 import numpy as np
 import onnx
-import onnxruntime
-import pytest
 
 from wasmforge import reference
 from wasmforge.generators import bert
 from wasmforge.generators.bert import build_model
-from wasmforge.hashing import sha256_bytes
 from wasmforge.registry import get_model
-
-
-@pytest.fixture(scope="module")
-def model() -> onnx.ModelProto:
-    return build_model(seed=0)
-
-
-@pytest.fixture(scope="module")
-def model_bytes(model) -> bytes:
-    return model.SerializeToString()
-
-
-@pytest.fixture(scope="module")
-def session(model_bytes):
-    return onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
 
 
 def run(session, ids, mask):
@@ -36,23 +17,19 @@ def run(session, ids, mask):
 
 
 def test_same_seed_same_bytes(model_bytes):
-    assert build_model(seed=0).SerializeToString() == model_bytes
-    assert build_model(seed=1).SerializeToString() != model_bytes
+    checks.assert_seed_decides_bytes(build_model, model_bytes)
 
 
 def test_bytes_match_the_registry_pin(model_bytes):
-    spec = get_model("bert-synth")
-    assert sha256_bytes(model_bytes) == spec.sha256
-    assert len(model_bytes) == spec.size
+    checks.assert_registry_pin("bert-synth", model_bytes)
 
 
 def test_checker_passes_at_opset_17(model):
-    onnx.checker.check_model(model, full_check=True)
-    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+    checks.assert_valid(model, opset=17, full_check=True)
 
 
 def test_operator_counts(model):
-    counts = Counter(node.op_type for node in model.graph.node)
+    counts = checks.operator_counts(model)
     layers = bert.LAYERS
     assert counts == {
         "Gather": 3,  # word, token type, position embeddings

@@ -1,35 +1,16 @@
 """The synthetic MobileNetV2 1.0: deterministic, valid, runnable and shaped like the paper's network."""
 
 import itertools
-from collections import Counter
 
+import generator_checks as checks
 import numpy as np
 import onnx
-import onnxruntime
-import pytest
 
 from wasmforge.generators.mobilenetv2 import build_model
-from wasmforge.hashing import sha256_bytes
-from wasmforge.registry import get_model
 
 # torchvision's mobilenet_v2 has exactly this many trainable parameters (conv weights,
 # BN scale/shift, classifier weight and bias).
 MOBILENETV2_PARAMETERS = 3_504_872
-
-
-@pytest.fixture(scope="module")
-def model() -> onnx.ModelProto:
-    return build_model(seed=0)
-
-
-@pytest.fixture(scope="module")
-def model_bytes(model) -> bytes:
-    return model.SerializeToString()
-
-
-@pytest.fixture(scope="module")
-def session(model_bytes):
-    return onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
 
 
 def attribute(node, name):
@@ -37,23 +18,19 @@ def attribute(node, name):
 
 
 def test_same_seed_same_bytes(model_bytes):
-    assert build_model(seed=0).SerializeToString() == model_bytes
-    assert build_model(seed=1).SerializeToString() != model_bytes
+    checks.assert_seed_decides_bytes(build_model, model_bytes)
 
 
 def test_bytes_match_the_registry_pin(model_bytes):
-    spec = get_model("mobilenetv2-synth")
-    assert sha256_bytes(model_bytes) == spec.sha256
-    assert len(model_bytes) == spec.size
+    checks.assert_registry_pin("mobilenetv2-synth", model_bytes)
 
 
 def test_checker_passes(model):
-    onnx.checker.check_model(model)
-    assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]
+    checks.assert_valid(model, opset=13)
 
 
 def test_operator_counts_are_mobilenetv2(model):
-    counts = Counter(node.op_type for node in model.graph.node)
+    counts = checks.operator_counts(model)
     # Stem + head: 2 convs. 17 blocks: 3 convs each, except the t=1 block (no expansion).
     convs = 2 + 17 * 3 - 1
     assert counts == {
@@ -87,26 +64,18 @@ def test_relu6_is_clip_0_6(model):
 
 
 def test_every_conv_is_bias_free_and_feeds_a_batchnorm(model):
-    consumers = {name: node for node in model.graph.node for name in node.input}
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            assert len(node.input) == 2, node.name
-            assert consumers[node.output[0]].op_type == "BatchNormalization"
+    checks.assert_every_conv_is_bias_free_and_feeds_a_batchnorm(model)
 
 
 def test_parameter_count(model):
-    sizes = {init.name: int(np.prod(init.dims)) for init in model.graph.initializer}
+    sizes = checks.initializer_sizes(model)
     trainable = sum(size for name, size in sizes.items()
                     if not name.endswith((".bn.mean", ".bn.var")) and not name.startswith("relu6."))
     assert trainable == MOBILENETV2_PARAMETERS
 
 
 def test_stage_shapes(model):
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {
-        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-        for info in list(inferred.graph.value_info) + list(inferred.graph.output)
-    }
+    shapes = checks.inferred_shapes(model)
     assert shapes["features.0.relu6"] == [1, 32, 112, 112]
     assert shapes["features.1.project.bn"] == [1, 16, 112, 112]
     assert shapes["features.3.add"] == [1, 24, 56, 56]
@@ -120,20 +89,14 @@ def test_stage_shapes(model):
 
 
 def test_interface_matches_the_registry_and_the_zoo_model(session):
-    spec, zoo = get_model("mobilenetv2-synth"), get_model("mobilenetv2-7")
-    assert (spec.inputs, spec.outputs) == (zoo.inputs, zoo.outputs)
-    assert [(i.name, i.shape) for i in session.get_inputs()] == [(t.name, list(t.shape)) for t in spec.inputs]
-    assert [(o.name, o.shape) for o in session.get_outputs()] == [(t.name, list(t.shape)) for t in spec.outputs]
+    checks.assert_interface_matches_registry(session, "mobilenetv2-synth", zoo="mobilenetv2-7")
 
 
 def test_onnxruntime_outputs_are_sane(session):
     rng = np.random.default_rng(2024)
     outputs = []
     for _ in range(4):
-        contrast = rng.uniform(0.5, 1.5, (1, 3, 1, 1))
-        brightness = rng.normal(0.0, 1.0, (1, 3, 1, 1))
-        image = (rng.standard_normal((1, 3, 224, 224)) * contrast + brightness).astype(np.float32)
-        (logits,) = session.run(None, {"data": image})
+        (logits,) = session.run(None, {"data": checks.image_like_input(rng)})
         assert logits.shape == (1, 1000) and np.isfinite(logits).all()
         assert 0.3 < logits.std() < 10  # O(1), not all equal
         outputs.append(logits)

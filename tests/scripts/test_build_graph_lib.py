@@ -12,34 +12,10 @@ import onnx
 import pytest
 
 import build_graph_lib
-import native_plan
+from native_checks import assert_matches_onnxruntime, plan_and_native
 from onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
-from plan import derive_plan
-
-from wasmforge import reference
 
 LENET = Path(__file__).resolve().parents[2] / "models" / "lenet-digits" / "lenet-digits.onnx"
-
-
-def plan_and_native(model: onnx.ModelProto, name: str = "m"):
-    inputs = build_graph_lib.graph_inputs(model, {})
-    mod, _ = build_graph_lib.lower(model, inputs)
-    plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs],
-                               [o.name for o in model.graph.output])
-    library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
-    return plan, params, native_plan.NativePlan(plan, params, library), inputs
-
-
-def assert_matches_onnxruntime(model: onnx.ModelProto, path: Path, cases: int = 3):
-    onnx.save(model, path)
-    plan, _, native, inputs = plan_and_native(model)
-    sess = reference.session(path)
-    for seed in range(cases):
-        x = reference.seeded_inputs(inputs, seed)
-        comparison = reference.compare(native.run(x), reference.run_reference(sess, x))
-        assert comparison.ok, comparison
-        assert comparison.max_abs_diff < 1e-4
-    return plan
 
 
 def test_tiny_cnn_plan_runs_like_onnxruntime(tmp_path):

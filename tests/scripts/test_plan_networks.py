@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import build_graph_lib
-import native_plan
 import numpy as np
 import onnx
+from native_checks import assert_matches_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
-from plan import derive_plan
 
-from wasmforge import reference
 from wasmforge.generators import bert
-
-
-def native_matches_onnxruntime(model: onnx.ModelProto, path, cases: int = 3) -> dict:
-    onnx.save(model, path)
-    inputs = build_graph_lib.graph_inputs(model, {})
-    mod, _ = build_graph_lib.lower(model, inputs)
-    plan, params = derive_plan(mod["main"], "m", [i["name"] for i in inputs], [o.name for o in model.graph.output])
-    library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
-    native = native_plan.NativePlan(plan, params, library)
-    sess = reference.session(path)
-    for seed in range(cases):
-        x = reference.seeded_inputs(inputs, seed)
-        comparison = reference.compare(native.run(x), reference.run_reference(sess, x))
-        assert comparison.ok, comparison
-        assert comparison.max_abs_diff < 1e-4
-    return plan
 
 
 def scalar_constants() -> onnx.ModelProto:
@@ -49,10 +30,10 @@ def scalar_constants() -> onnx.ModelProto:
 def test_scalar_constants_keep_their_zero_dimensions(tmp_path):
     # Regression: plan.py stored 0-d constants with shape [1] (np.ascontiguousarray
     # promotes 0-d arrays), and the kernels refused them (ndim mismatch).
-    plan = native_matches_onnxruntime(scalar_constants(), tmp_path / "scalars.onnx")
+    plan = assert_matches_onnxruntime(scalar_constants(), tmp_path / "scalars.onnx")
     assert [t["shape"] for t in plan["tensors"] if t["kind"] == "param"] == [[], []]
 
 
 def test_bert_synth_plan_runs_like_onnxruntime(tmp_path):
-    plan = native_matches_onnxruntime(bert.build_model(seed=0), tmp_path / "bert.onnx")
+    plan = assert_matches_onnxruntime(bert.build_model(seed=0), tmp_path / "bert.onnx")
     assert [t["dtype"] for t in plan["tensors"] if t["kind"] == "input"] == ["int64", "int64"]

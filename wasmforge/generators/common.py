@@ -1,9 +1,9 @@
-"""Shared pieces of the seeded CNN/transformer generators (MobileNetV2, SqueezeNet, BERT).
+"""Shared pieces of the seeded CNN/transformer generators (ResNet50, MobileNetV2, SqueezeNet, BERT).
 
 `GraphBuilder` appends nodes and initializers in call order and draws every weight
 from one numpy Generator, so a generator that makes the same calls in the same order
-produces byte-identical `SerializeToString()` output. (`resnet50.py` predates this
-module and keeps its own copy; its bytes are pinned and must not move.)
+produces byte-identical `SerializeToString()` output. Every generator's bytes are
+pinned in models.toml: a change here must leave all of them as they are.
 """
 
 from __future__ import annotations
@@ -12,10 +12,24 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+# The CNNs stand in for the ONNX Model Zoo's ImageNet classifiers and share their
+# interface: one float input `data` [1, 3, 224, 224] and [1, 1000] logits (whose
+# name is each zoo model's own).
+IMAGE_INPUT_NAME = "data"
+IMAGE_INPUT_SHAPE = (1, 3, 224, 224)
+IMAGENET_CLASSES = 1000
+# Opset 13 is the oldest opset every converter we feed (TVM Relax's ONNX frontend
+# included) handles without caveats; IR version 8 is what opset 13 was released with.
+# Both are pinned explicitly so the bytes do not depend on the installed onnx version.
+CNN_OPSET = 13
+CNN_IR_VERSION = 8
+
 BN_EPSILON = 1e-5
-# Inference BatchNormalization statistics that keep activations O(1) (see resnet50.py).
+# Weight statistics chosen so activations stay O(1) through all of ResNet50's 50 layers
+# in inference mode (BatchNormalization uses these fixed statistics, it does not
+# re-normalise). The last BN of each residual branch gets a small scale, the usual
+# "zero-ish init" of residual branches, otherwise the residual sums compound.
 BN_SCALE_RANGE = (0.5, 1.5)
-# The last BN of a residual branch: small, so the residual sums do not compound.
 RESIDUAL_BN_SCALE_RANGE = (0.1, 0.3)
 BN_SHIFT_STD = 0.05
 BN_MEAN_STD = 0.05
@@ -101,6 +115,13 @@ class GraphBuilder:
                                   initializer=self.initializers)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                  ir_version=ir_version, producer_name=producer, doc_string=doc)
+
+    def image_classifier(self, *, output_name: str, graph_name: str, producer: str,
+                         doc: str) -> onnx.ModelProto:
+        """`model()` of a CNN: the zoo classifiers' interface (IMAGE_INPUT_NAME in), opset 13."""
+        return self.model(graph_name=graph_name, inputs=[float_tensor(IMAGE_INPUT_NAME, IMAGE_INPUT_SHAPE)],
+                          outputs=[float_tensor(output_name, (IMAGE_INPUT_SHAPE[0], IMAGENET_CLASSES))],
+                          opset=CNN_OPSET, ir_version=CNN_IR_VERSION, producer=producer, doc=doc)
 
 
 def float_tensor(name: str, shape) -> onnx.ValueInfoProto:

@@ -20,15 +20,14 @@ import numpy as np
 import onnx
 
 from wasmforge.generators.common import (
+    IMAGE_INPUT_NAME,
+    IMAGE_INPUT_SHAPE,
+    IMAGENET_CLASSES,
     RESIDUAL_BN_SCALE_RANGE,
     GraphBuilder,
-    float_tensor,
 )
 
-INPUT_NAME = "data"
-INPUT_SHAPE = (1, 3, 224, 224)
 OUTPUT_NAME = "mobilenetv20_output_flatten0_reshape0"
-NUM_CLASSES = 1000
 
 STEM_WIDTH = 32
 HEAD_WIDTH = 1280
@@ -43,9 +42,6 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 RELU6_MAX = 6.0
-
-OPSET = 13
-IR_VERSION = 8
 
 
 class _MobileNetBuilder(GraphBuilder):
@@ -88,7 +84,7 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
     version, whose Generator streams are what the models.toml pin records).
     """
     graph = _MobileNetBuilder(np.random.default_rng(seed))
-    x = graph.conv_bn(INPUT_NAME, "features.0", INPUT_SHAPE[1], STEM_WIDTH, 3, 2)
+    x = graph.conv_bn(IMAGE_INPUT_NAME, "features.0", IMAGE_INPUT_SHAPE[1], STEM_WIDTH, 3, 2)
     channels, block = STEM_WIDTH, 1
     for expansion, out_ch, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
         for repeat in range(repeats):
@@ -98,13 +94,8 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
     x = graph.conv_bn(x, f"features.{block}", channels, HEAD_WIDTH, 1)
     x = graph.op("GlobalAveragePool", [x], "pool")
     x = graph.op("Flatten", [x], "flatten", axis=1)
-    graph.gemm(x, "classifier", HEAD_WIDTH, NUM_CLASSES, OUTPUT_NAME, centered=True)
-    return graph.model(
-        graph_name="mobilenetv2_1.0_synthetic",
-        inputs=[float_tensor(INPUT_NAME, INPUT_SHAPE)],
-        outputs=[float_tensor(OUTPUT_NAME, (INPUT_SHAPE[0], NUM_CLASSES))],
-        opset=OPSET,
-        ir_version=IR_VERSION,
-        producer="wasmforge.generators.mobilenetv2",
+    graph.gemm(x, "classifier", HEAD_WIDTH, IMAGENET_CLASSES, OUTPUT_NAME, centered=True)
+    return graph.image_classifier(
+        output_name=OUTPUT_NAME, graph_name="mobilenetv2_1.0_synthetic", producer="wasmforge.generators.mobilenetv2",
         doc=f"MobileNetV2 1.0 topology with random weights, numpy default_rng(seed={seed}).",
     )

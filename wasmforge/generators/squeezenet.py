@@ -18,12 +18,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from wasmforge.generators.common import GraphBuilder, float_tensor
+from wasmforge.generators.common import (
+    IMAGE_INPUT_NAME,
+    IMAGE_INPUT_SHAPE,
+    IMAGENET_CLASSES,
+    GraphBuilder,
+)
 
-INPUT_NAME = "data"
-INPUT_SHAPE = (1, 3, 224, 224)
 OUTPUT_NAME = "squeezenet0_flatten0_reshape0"
-NUM_CLASSES = 1000
 
 STEM_WIDTH = 64
 # Per stage: fire modules as (squeeze, expand 1x1, expand 3x3); a max pool precedes each stage.
@@ -32,9 +34,6 @@ STAGES = (
     ((32, 128, 128), (32, 128, 128)),
     ((48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)),
 )
-
-OPSET = 13
-IR_VERSION = 8
 
 
 def _max_pool(graph: GraphBuilder, x: str, name: str) -> str:
@@ -59,7 +58,7 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
     version, whose Generator streams are what the models.toml pin records).
     """
     graph = GraphBuilder(np.random.default_rng(seed))
-    x = graph.conv(INPUT_NAME, "features.0", INPUT_SHAPE[1], STEM_WIDTH, 3, 2, padding=0, bias=True)
+    x = graph.conv(IMAGE_INPUT_NAME, "features.0", IMAGE_INPUT_SHAPE[1], STEM_WIDTH, 3, 2, padding=0, bias=True)
     x = graph.op("Relu", [x], "features.0.relu")
     channels, fire = STEM_WIDTH, 1
     for stage, modules in enumerate(STAGES, start=1):
@@ -68,16 +67,11 @@ def build_model(seed: int = 0) -> onnx.ModelProto:
             x = _fire(graph, x, f"fire{fire}", channels, squeeze, expand1, expand3)
             channels, fire = expand1 + expand3, fire + 1
     # Classifier: 1x1 conv to the classes (variance 1/fan_in: O(1) logits), ReLU, global pool.
-    x = graph.conv(x, "classifier.conv", channels, NUM_CLASSES, 1, bias=True, gain=1.0)
+    x = graph.conv(x, "classifier.conv", channels, IMAGENET_CLASSES, 1, bias=True, gain=1.0)
     x = graph.op("Relu", [x], "classifier.relu")
     x = graph.op("GlobalAveragePool", [x], "classifier.pool")
     graph.op("Flatten", [x], OUTPUT_NAME, axis=1)
-    return graph.model(
-        graph_name="squeezenet1.1_synthetic",
-        inputs=[float_tensor(INPUT_NAME, INPUT_SHAPE)],
-        outputs=[float_tensor(OUTPUT_NAME, (INPUT_SHAPE[0], NUM_CLASSES))],
-        opset=OPSET,
-        ir_version=IR_VERSION,
-        producer="wasmforge.generators.squeezenet",
+    return graph.image_classifier(
+        output_name=OUTPUT_NAME, graph_name="squeezenet1.1_synthetic", producer="wasmforge.generators.squeezenet",
         doc=f"SqueezeNet 1.1 topology with random weights, numpy default_rng(seed={seed}).",
     )

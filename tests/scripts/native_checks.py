@@ -1,0 +1,36 @@
+"""ONNX -> Relax -> plan + params, run with native kernels and checked against onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import build_graph_lib
+import native_plan
+import onnx
+from plan import derive_plan
+
+from wasmforge import reference
+
+
+def plan_and_native(model: onnx.ModelProto, name: str = "m"):
+    """(plan, params, NativePlan running it, graph inputs) of `model`, as the build lowers it."""
+    inputs = build_graph_lib.graph_inputs(model, {})
+    mod, _ = build_graph_lib.lower(model, inputs)
+    plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs],
+                               [o.name for o in model.graph.output])
+    library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
+    return plan, params, native_plan.NativePlan(plan, params, library), inputs
+
+
+def assert_matches_onnxruntime(model: onnx.ModelProto, path: Path, cases: int = 3) -> dict:
+    """Saves `model` to `path`; the native plan's outputs equal onnxruntime's on `cases`
+    seeded inputs. Returns the plan."""
+    onnx.save(model, path)
+    plan, _, native, inputs = plan_and_native(model)
+    sess = reference.session(path)
+    for seed in range(cases):
+        x = reference.seeded_inputs(inputs, seed)
+        comparison = reference.compare(native.run(x), reference.run_reference(sess, x))
+        assert comparison.ok, comparison
+        assert comparison.max_abs_diff < 1e-4
+    return plan
