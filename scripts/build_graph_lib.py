@@ -22,13 +22,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-# Only simd128 is enabled: the default "generic" wasm CPU would also turn on
-# bulk-memory, multivalue, reference-types, ... which not every engine has.
+# Only simd128 and relaxed-simd are enabled: the default "generic" wasm CPU
+# would also turn on bulk-memory, multivalue, reference-types, ... which not
+# every engine has. relaxed-simd + fp contraction turn the convolutions'
+# multiply-adds into `f32x4.relaxed_madd` (an FMA under wasmtime on FMA hosts).
+# -disable-lsr: LLVM's loop strength reduction drops `nuw` from the address
+# arithmetic, and then no constant offset folds into a load's offset field.
+# See docs/performance-notes.md.
 WASM_TARGET = {
     "kind": "llvm",
     "mtriple": "wasm32-unknown-unknown",
     "mcpu": "mvp",
-    "mattr": ["+simd128"],
+    "mattr": ["+simd128", "+relaxed-simd"],
+    "fast-math-contract": True,
+    "cl-opt": ["-disable-lsr"],
 }
 
 
@@ -129,7 +136,9 @@ def compile_kernels(mod, target, kernel_names: list[str], out_dir: Path) -> Path
         if isinstance(func, tirx.PrimFunc) and gv.name_hint in kernel_names
     }
     kernels = tvm.IRModule(funcs).with_attr("system_lib_prefix", "")
-    library = tvm.tirx.build(kernels, target)
+    from optimize import TIR_PIPELINE  # scripts/optimize.py
+
+    library = tvm.tirx.build(kernels, target, pipeline=TIR_PIPELINE)
     archive = out_dir / "libgraph_wasm32.a"
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "kernels.o"
