@@ -67,13 +67,17 @@ def build(c, model=None, onnx=None, name=None, input_shape=None):
 
 
 @task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",
-            "output": ".npy file to write (repeatable)"}, iterable=["input", "output"])
+            "output": ".npy file to write (repeatable)",
+            "time_limit": "seconds the module may run (default 600)",
+            "memory_limit": "linear memory the module may use, e.g. 512M or 2G (default 2G)"},
+      iterable=["input", "output"])
 @user_errors
-def run(c, model, input=None, output=None):
+def run(c, model, input=None, output=None, time_limit=None, memory_limit=None):
     """Run dist/<model>/<model>.wasm on .npy inputs with wasmtime (after checking its hashes)."""
     from wasmforge.run import run_artifact
 
-    run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()])
+    run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()],
+                 time_limit=time_limit, memory_limit=memory_limit)
 
 
 @task(help={"model": "artifact name under dist/",
@@ -109,6 +113,27 @@ def bench(c, model, runs=10, json=None, onnx=None):
     from wasmforge.bench import bench as run_bench
 
     run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+
+
+@task(
+    help={
+        "onnx": "path to an ONNX file",
+        "model": "a model from models.toml (instead of --onnx; fetched or generated if needed)",
+        "input_shape": "fix a dynamic input shape, NAME=1x3x224x224 (repeatable)",
+        "list_ops": "list the ONNX operators the pinned TVM frontend supports instead",
+        "markdown": "with --list-ops: print docs/supported-ops.md",
+    },
+    iterable=["input_shape"],
+)
+@user_errors
+def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=False):
+    """Without compiling: operators vs the TVM frontend, opset, dynamic dims, parameters, .wasm size."""
+    from wasmforge import check as checking
+
+    if list_ops:
+        checking.list_ops(markdown=markdown)
+    else:
+        checking.check(onnx=onnx, model=model, input_shapes=tuple(input_shape or ()))
 
 
 @task

@@ -25,3 +25,23 @@ def built_artifact():
         return directory
 
     return get
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The Docker client, for tests marked `docker`; they are skipped if no daemon answers."""
+    from wasmforge import images
+    from wasmforge.errors import UserError
+
+    try:
+        return images.docker_client()
+    except UserError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def smoke_image(client):
+    """The smoke image, built (in Docker) if it is missing or out of date."""
+    from wasmforge import images
+
+    return images.ensure_smoke(client)

@@ -152,23 +152,11 @@ def test_unreachable_daemon_is_a_user_error(monkeypatch, tmp_path):
 
 
 # --- docker ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        return images.docker_client()
-    except UserError as e:
-        pytest.skip(str(e))
-
+# (The `client` and `smoke_image` fixtures are in conftest.py.)
 
 @pytest.fixture(scope="module")
 def builder(client):
     return images.ensure_builder(client)
-
-
-@pytest.fixture(scope="module")
-def smoke(client):
-    return images.ensure_smoke(client)
 
 
 def run(client, image, script: str, **kw) -> str:
@@ -206,10 +194,10 @@ def test_builder_labels(builder):
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("kind", ["builder", "smoke"])
-def test_no_host_secrets_or_wheels_baked_in(client, request, kind):
+@pytest.mark.parametrize("fixture", ["builder", "smoke_image"], ids=["builder", "smoke"])
+def test_no_host_secrets_or_wheels_baked_in(client, request, fixture):
     """No pip config, wheels, host CA bundle or local CA certificate anywhere in the image."""
-    image = request.getfixturevalue(kind)
+    image = request.getfixturevalue(fixture)
     env = " ".join(image.attrs["Config"]["Env"])
     assert not re.search(r"PIP_|SSL_CERT|REQUESTS_CA|CURL_CA", env)
     host_ca = HOST_CA.read_bytes()
@@ -242,15 +230,15 @@ def test_hello_world_builds_for_wasm32_wasip1(client, builder, tmp_path):
 
 
 @pytest.mark.docker
-def test_smoke_runs_wasmtime_and_has_no_compiler(client, smoke):
-    out = run(client, smoke, "/opt/venv/bin/python -c 'import wasmtime, numpy; print(\"ok\")';"
+def test_smoke_runs_wasmtime_and_has_no_compiler(client, smoke_image):
+    out = run(client, smoke_image, "/opt/venv/bin/python -c 'import wasmtime, numpy; print(\"ok\")';"
                              "for t in rustc cargo cc gcc wasm-ld llvm-ar; do command -v $t; done;"
                              "python -c 'import tvm' 2>&1 | tail -1; python -m pip 2>&1 | tail -1; id -un")
     lines = out.splitlines()
     assert lines[0] == "ok" and lines[-1] == "smoke"
     assert "No module named 'tvm'" in out and "No module named pip" in out
     assert len(lines) == 4, f"unexpected tools in the smoke image: {out}"
-    assert {"wasmtime", "numpy", "python"} <= set(images.image_versions(smoke))
+    assert {"wasmtime", "numpy", "python"} <= set(images.image_versions(smoke_image))
 
 
 @pytest.mark.docker
@@ -266,6 +254,6 @@ def test_failed_build_is_a_user_error_naming_the_step(client, monkeypatch):
 
 
 @pytest.mark.docker
-def test_unchanged_tree_reuses_the_images(client, builder, smoke):
+def test_unchanged_tree_reuses_the_images(client, builder, smoke_image):
     assert images.ensure_builder(client).id == builder.id
-    assert images.ensure_smoke(client).id == smoke.id
+    assert images.ensure_smoke(client).id == smoke_image.id

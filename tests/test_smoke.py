@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from wasmforge import artifact, images, smoke, smoke_host
+from wasmforge import artifact, smoke, smoke_host
 from wasmforge.errors import UserError
 from wasmforge.paths import ROOT
 
@@ -95,7 +95,7 @@ def test_a_wrong_reference_output_fails_its_case(lenet, capsys):
     assert err.splitlines() == [f"error: {MODEL}: 1 of 3 reference cases failed"]
 
 
-@pytest.mark.parametrize("limit, message", [(["--memory-limit-mib", "1"], "exceeds memory limits"),
+@pytest.mark.parametrize("limit, message", [(["--memory-limit-mib", "1"], "memory limit exceeded"),
                                             (["--time-limit", "0.000001"], "time limit exceeded")])
 def test_limits_fail_every_case(lenet, capsys, limit, message):
     assert smoke.main([str(lenet), *limit]) == smoke.EXIT_FAILED
@@ -140,19 +140,7 @@ def test_container_settings_are_locked_down(tmp_path):
 
 
 # --- the real container ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        return images.docker_client()
-    except UserError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def smoke_image(client):
-    return images.ensure_smoke(client)
+# (The `client` and `smoke_image` fixtures are in conftest.py.)
 
 
 @pytest.mark.docker

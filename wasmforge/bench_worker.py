@@ -156,16 +156,6 @@ def step_ort(request: dict, out_dir: Path) -> dict:
 # --- wasmtime ---------------------------------------------------------------
 
 
-def _wasm_engine():
-    """The engine configuration of wasmforge.runner.WasmModel (deserializing needs the same)."""
-    import wasmtime
-
-    config = wasmtime.Config()
-    config.epoch_interruption = True
-    config.cranelift_opt_level = "speed"
-    return wasmtime.Engine(config)
-
-
 def _wasmtime_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -178,7 +168,9 @@ def _wasmtime_version() -> str:
 def step_wasm_compile(request: dict, out_dir: Path) -> dict:
     import wasmtime
 
-    engine = _wasm_engine()
+    from wasmforge.runner import new_engine
+
+    engine = new_engine()
     emit(kind="phase", text="compiling with Cranelift")
     started = time.perf_counter()
     try:
@@ -198,36 +190,22 @@ def _bench_model_class():
     """WasmModel whose invocation also times instantiation and reads the linear memory size."""
     import wasmtime
 
-    from wasmforge.runner import WasmModel, WasmRunError, _describe_trap
+    from wasmforge.runner import WasmModel, WasmRunError, _describe_trap, new_engine, wasi_store
 
     class BenchWasmModel(WasmModel):
         def __init__(self, cwasm: Path, memory_limit: int, time_limit: float):
             # Not WasmModel.__init__: the module is deserialized, not compiled here.
-            self.engine = _wasm_engine()
+            self.engine = new_engine()
             self.module = wasmtime.Module.deserialize_file(self.engine, str(cwasm))
             self.memory_limit = memory_limit
             self.time_limit = time_limit
             self.instantiate_ms: list[float] = []
             self.linear_memory_bytes = 0
 
-        def _new_store(self, io_dir: Path, args: list[str]):
-            store = wasmtime.Store(self.engine)
-            store.set_limits(memory_size=self.memory_limit)
-            store.set_epoch_deadline(1)
-            wasi = wasmtime.WasiConfig()
-            wasi.argv = ["model.wasm", *args]
-            wasi.preopen_dir(str(io_dir), "/io")
-            wasi.stdout_file = str(io_dir / ".stdout")
-            wasi.stderr_file = str(io_dir / ".stderr")
-            store.set_wasi(wasi)
-            linker = wasmtime.Linker(self.engine)
-            linker.define_wasi()
-            return store, linker
-
         def instantiate_only(self) -> float:
             """Milliseconds to instantiate (data segments copied, nothing run)."""
             with tempfile.TemporaryDirectory(prefix="wasmforge-bench-") as tmp:
-                store, linker = self._new_store(Path(tmp), ["--info"])
+                store, linker = wasi_store(self.engine, Path(tmp), ["--info"], self.memory_limit)
                 started = time.perf_counter()
                 linker.instantiate(store, self.module)
                 elapsed = (time.perf_counter() - started) * 1e3
@@ -236,7 +214,7 @@ def _bench_model_class():
 
         def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
             # As WasmModel._invoke, plus the instantiate time and the memory size.
-            store, linker = self._new_store(io_dir, args)
+            store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit)
             timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
             timer.daemon = True
             timer.start()
@@ -260,7 +238,7 @@ def _bench_model_class():
             stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
             stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
             if trap is not None:
-                raise WasmRunError(_describe_trap(trap, self.time_limit), exit_code=1)
+                raise WasmRunError(_describe_trap(trap, self.time_limit, self.memory_limit), exit_code=1)
             if exit_code != 0:
                 lines = [ln for ln in stderr.splitlines() if ln.strip()]
                 message = lines[-1] if lines else f"module exited with code {exit_code}"

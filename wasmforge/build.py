@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifact, attest, images, reference
+from . import __version__, artifact, attest, buildlock, images, reference
 from .container import Mount, StepRun, run_step
 from .errors import UserError
 from .fetch import model_path
@@ -41,6 +41,9 @@ class Source:
     name: str
     onnx: Path
     description: dict  # what the manifest records about where it came from
+    # NAME=1x3x224x224 specs: the registry's static shapes fix dynamic dims
+    # (e.g. the zoo's batch N) of registry models.
+    input_shapes: tuple[str, ...] = ()
 
 
 def resolve_source(model: str | None, onnx: str | None, name: str | None) -> Source:
@@ -51,7 +54,9 @@ def resolve_source(model: str | None, onnx: str | None, name: str | None) -> Sou
         if name:
             check_model_name(name)
         path = model_path(spec)
-        return Source(name or spec.name, path, {"registry": spec.name, "sha256": spec.sha256})
+        shapes = tuple(f"{t.name}={'x'.join(map(str, t.shape))}" for t in spec.inputs)
+        return Source(name or spec.name, path, {"registry": spec.name, "sha256": spec.sha256},
+                      shapes)
     path = Path(onnx)
     if not path.is_file():
         raise UserError(f"no such file: {onnx}")
@@ -61,19 +66,10 @@ def resolve_source(model: str | None, onnx: str | None, name: str | None) -> Sou
 
 
 def check_onnx(path: Path) -> None:
-    """Fail fast, before any container starts, on files that are not ONNX models."""
-    import onnx
+    """Fail fast, before any container starts, on broken or hostile ONNX files."""
+    from .onnx_guard import inspect_onnx
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{path.name} is not a valid ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node:
-        raise UserError(f"{path.name} is not a valid ONNX model (no graph nodes)")
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise UserError(f"{path.name} failed the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
+    inspect_onnx(path)
 
 
 def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
@@ -89,39 +85,42 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
     client = images.docker_client()
     builder = images.ensure_builder(client, console)
 
-    staging = artifact.staging_dir(dist, source.name)
-    try:
-        command = ["python3", "/src/scripts/build_module.py", "--onnx", "/in/model.onnx",
-                   "--name", source.name, "--out", "/out"]
-        for spec in input_shapes:
-            command += ["--input-shape", spec]
-        run_step(
-            client,
-            StepRun(
-                image=builder.id,
-                command=command,
-                mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
-                        Mount(str(staging), "/out", read_only=False)],
-            ),
-            console,
-            title="builder",
-        )
-        graph_info = json.loads((staging / "graph-info.json").read_text())
-        (staging / "graph-info.json").unlink()
-        cases = write_reference(staging, source.onnx, graph_info)
-        check_against_reference(staging / f"{source.name}.wasm", staging, cases, console)
-        write_manifest(staging, source, graph_info, builder, cases)
-        artifact.write_sums(staging)
-        final = dist / source.name
-        artifact.publish(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    # Outside dist/<name>/ (it names image ids and times, which differ between
-    # two otherwise identical builds): dist/<name>.attestations/.
-    attest.write_attestations(final, client=client, builder_image=builder,
-                              command=attest.command_line(), started=started_on,
-                              finished=datetime.now(timezone.utc))
+    # One build of a name at a time; then clear what killed builds left.
+    with buildlock.model_lock(dist, source.name, console):
+        buildlock.clean_leftovers(dist, source.name, console, client)
+        staging = artifact.staging_dir(dist, source.name)
+        try:
+            command = ["python3", "/src/scripts/build_module.py", "--onnx", "/in/model.onnx",
+                       "--name", source.name, "--out", "/out"]
+            for spec in input_shapes or source.input_shapes:
+                command += ["--input-shape", spec]
+            run_step(
+                client,
+                StepRun(
+                    image=builder.id,
+                    command=command,
+                    mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
+                            Mount(str(staging), "/out", read_only=False)],
+                ),
+                console,
+                title="builder",
+            )
+            graph_info = json.loads((staging / "graph-info.json").read_text())
+            (staging / "graph-info.json").unlink()
+            cases = write_reference(staging, source.onnx, graph_info)
+            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console)
+            write_manifest(staging, source, graph_info, builder, cases)
+            artifact.write_sums(staging)
+            final = dist / source.name
+            artifact.publish(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # Outside dist/<name>/ (it names image ids and times, which differ between
+        # two otherwise identical builds): dist/<name>.attestations/.
+        attest.write_attestations(final, client=client, builder_image=builder,
+                                  command=attest.command_line(), started=started_on,
+                                  finished=datetime.now(timezone.utc))
     console.print(f"[bold green]built[/] {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}"
                   f" in {time.monotonic() - started:.1f} s")
     return final
@@ -129,11 +128,17 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
 
 def write_reference(staging: Path, onnx_path: Path, graph_info: dict) -> int:
     """Seeded inputs and onnxruntime's outputs, kept with the artifact for smoke tests."""
-    sess = reference.session(onnx_path)
+    all_inputs = [reference.seeded_inputs(graph_info["inputs"], seed=case) for case in range(REFERENCE_CASES)]
+    # A model TVM took but onnxruntime refuses (e.g. an opset it has no kernel
+    # for) is the input's fault: one line and exit code 2, not a traceback.
+    try:
+        sess = reference.session(onnx_path)
+        all_outputs = [reference.run_reference(sess, inputs) for inputs in all_inputs]
+    except Exception as exc:  # onnxruntime raises its own error classes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"onnxruntime cannot run {onnx_path.name}: {first}") from None
     ref_dir = staging / "reference"
-    for case in range(REFERENCE_CASES):
-        inputs = reference.seeded_inputs(graph_info["inputs"], seed=case)
-        outputs = reference.run_reference(sess, inputs)
+    for case, (inputs, outputs) in enumerate(zip(all_inputs, all_outputs)):
         case_dir = ref_dir / f"case{case}"
         case_dir.mkdir(parents=True)
         for index, array in enumerate(inputs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from .errors import UserError
 
 # Lines the in-container scripts print to mark a step, e.g. "==> graph".
 STEP_PREFIX = "==> "
+# Every step container carries these labels: the step's title, and the host and
+# pid of the process that will remove it (buildlock removes those whose process
+# died without doing so).
+STEP_LABEL = "io.wasmforge.step"
+OWNER_LABEL = "io.wasmforge.owner"
 
 
 @dataclass
@@ -56,7 +62,7 @@ def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
         user=f"{os.getuid()}:{os.getgid()}",
         network_disabled=not step.network,
         network_mode=None if step.network else "none",
-        labels={"io.wasmforge.step": title},
+        labels={STEP_LABEL: title, OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
         tmpfs={"/tmp": "rw,exec,mode=1777", "/work": "rw,exec,mode=1777"},
         detach=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,7 +80,30 @@ def save_outputs(paths: list[Path], specs: list[dict], arrays: list[np.ndarray])
         save_atomically(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
 
 
-def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path = DIST) -> None:
+def parse_limits(time_limit: str | None, memory_limit: str | None) -> dict:
+    """`--time-limit 30` (seconds) and `--memory-limit 512M` as WasmModel keyword arguments."""
+    limits = {}
+    if time_limit is not None:
+        try:
+            seconds = float(time_limit)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds < float("inf"):  # also false for nan
+            raise UserError(f"--time-limit must be a positive number of seconds, got {time_limit!r}")
+        limits["time_limit"] = seconds
+    if memory_limit is not None:
+        match = re.fullmatch(r"(\d+)([KMG]?)(I?B)?", str(memory_limit).strip().upper())
+        size = int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[match[2]] if match else 0
+        # wasm32 addresses at most 4 GiB: a larger limit would be no limit.
+        if not 0 < size <= 4 << 30:
+            raise UserError(f"--memory-limit must be a size up to 4G such as 512M, got {memory_limit!r}")
+        limits["memory_limit"] = size
+    return limits
+
+
+def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path = DIST, *,
+                 time_limit: str | None = None, memory_limit: str | None = None) -> None:
+    limits = parse_limits(time_limit, memory_limit)
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
     out_specs = manifest["outputs"]
@@ -88,5 +112,5 @@ def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path
         raise UserError(f"{model} has {len(out_specs)} output(s), got {len(outputs)} --output; "
                         "give one .npy per output or one .npz")
     arrays = load_inputs(inputs, manifest["inputs"])
-    result = WasmModel(directory / manifest["wasm"]).run(arrays)
+    result = WasmModel(directory / manifest["wasm"], **limits).run(arrays)
     save_outputs(outputs, out_specs, result.outputs)

@@ -11,6 +11,7 @@ of the host file system, no environment variables and no network are visible.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import threading
 import time
@@ -22,6 +23,11 @@ import wasmtime
 
 DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of linear memory; ResNet50 needs ~230 MiB
 DEFAULT_TIME_LIMIT = 600.0  # seconds per invocation
+WASM_PAGE = 65536
+# memory.grow past the store's limit returns -1 (it does not trap), so a
+# refused growth shows up as what the module says next: Rust's standard
+# library before it aborts, or the runtime's own error for its buffers.
+_ALLOC_FAILED = re.compile(r"memory allocation of (\d+) bytes failed|cannot allocate (\d+) bytes")
 
 
 class WasmRunError(Exception):
@@ -39,18 +45,30 @@ class RunResult:
     wall_s: float  # instantiate + I/O + inference, as seen from the host
 
 
+def new_engine() -> wasmtime.Engine:
+    """The one engine configuration for running wasmforge modules (precompiled
+    modules only load into an engine configured the same way)."""
+    config = wasmtime.Config()
+    config.epoch_interruption = True  # lets a timer stop a runaway module
+    config.cranelift_opt_level = "speed"
+    # The kernels use f32x4.relaxed_madd (FMA); wasmtime enables relaxed SIMD by
+    # default, said explicitly so a changed default cannot break the modules.
+    config.wasm_relaxed_simd = True
+    return wasmtime.Engine(config)
+
+
 class WasmModel:
     """A compiled module, ready to be instantiated once per run."""
 
     def __init__(self, wasm_path: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT,
                  time_limit: float = DEFAULT_TIME_LIMIT):
-        config = wasmtime.Config()
-        config.epoch_interruption = True  # lets a timer stop a runaway module
-        config.cranelift_opt_level = "speed"
-        self.engine = wasmtime.Engine(config)
+        self.engine = new_engine()
         self.module = wasmtime.Module.from_file(self.engine, str(wasm_path))
         self.memory_limit = memory_limit
         self.time_limit = time_limit
+        # What the module's memories ask for before any code runs.
+        self.initial_memory = sum(item.type.limits.min * WASM_PAGE for item in self.module.exports
+                                  if isinstance(item.type, wasmtime.MemoryType))
 
     def imports(self) -> list[tuple[str, str]]:
         return [(imp.module, imp.name or "") for imp in self.module.imports]
@@ -90,18 +108,11 @@ class WasmModel:
         return self._info["outputs"]
 
     def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
-        store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=self.memory_limit)
-        store.set_epoch_deadline(1)
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = ["model.wasm", *args]
-        wasi.preopen_dir(str(io_dir), "/io")
+        if self.initial_memory > self.memory_limit:
+            raise WasmRunError(f"memory limit exceeded: the module needs {_size(self.initial_memory)} "
+                               f"of memory to start (limit {_size(self.memory_limit)})", exit_code=1)
+        store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit)
         stdout_path, stderr_path = io_dir / ".stdout", io_dir / ".stderr"
-        wasi.stdout_file = str(stdout_path)
-        wasi.stderr_file = str(stderr_path)
-        store.set_wasi(wasi)
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
 
         timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
         timer.daemon = True
@@ -121,8 +132,13 @@ class WasmModel:
             timer.cancel()
         stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
         stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+        failed = _ALLOC_FAILED.search(stderr)
+        if failed and (trap is not None or exit_code != 0):
+            requested = int(failed[1] or failed[2])
+            raise WasmRunError(f"memory limit exceeded: an allocation of {_size(requested)} failed "
+                               f"(limit {_size(self.memory_limit)})", exit_code=1)
         if trap is not None:
-            raise WasmRunError(_describe_trap(trap, self.time_limit), exit_code=1)
+            raise WasmRunError(_describe_trap(trap, self.time_limit, self.memory_limit), exit_code=1)
         if exit_code != 0:
             lines = [ln for ln in stderr.splitlines() if ln.strip()]
             message = lines[-1] if lines else f"module exited with code {exit_code}"
@@ -130,9 +146,40 @@ class WasmModel:
         return (stdout, stderr) if want_stderr else stdout
 
 
-def _describe_trap(trap: Exception, time_limit: float) -> str:
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.4g} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _describe_trap(trap: Exception, time_limit: float, memory_limit: int) -> str:
     text = str(trap)
-    if "interrupt" in text:
+    if getattr(trap, "trap_code", None) == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
         return f"time limit exceeded ({time_limit:g} s)"
-    first = text.strip().splitlines()[0] if text.strip() else type(trap).__name__
-    return f"module trapped: {first}"
+    if "exceeds memory limits" in text:  # a memory or table wasmtime refused to create
+        return f"memory limit exceeded ({_size(memory_limit)})"
+    # wasmtime's text is "error while executing at wasm backtrace: ... Caused
+    # by: wasm trap: <reason>"; the reason is the line worth showing.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if "wasm trap:" in ln), lines[-1] if lines else "")
+    return f"module trapped: {reason.removeprefix('wasm trap: ') or type(trap).__name__}"
+
+
+def wasi_store(engine: wasmtime.Engine, io_dir: Path, args: list[str],
+               memory_limit: int) -> tuple[wasmtime.Store, wasmtime.Linker]:
+    """A fresh store and WASI linker for one run: at most `memory_limit` bytes of memory,
+    stopped by the engine's next epoch, argv `model.wasm *args`, `io_dir` as /io, and
+    stdout/stderr written to io_dir/.stdout and io_dir/.stderr."""
+    store = wasmtime.Store(engine)
+    store.set_limits(memory_size=memory_limit)
+    store.set_epoch_deadline(1)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = ["model.wasm", *args]
+    wasi.preopen_dir(str(io_dir), "/io")
+    wasi.stdout_file = str(io_dir / ".stdout")
+    wasi.stderr_file = str(io_dir / ".stderr")
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    return store, linker

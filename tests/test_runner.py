@@ -1,0 +1,143 @@
+"""wasmtime limits: a runaway or memory-hungry module is stopped with a clear error."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import wasmtime
+from test_build import assert_one_line_error, invoke
+
+from wasmforge.errors import UserError
+from wasmforge.run import parse_limits
+from wasmforge.runner import WasmModel, WasmRunError
+
+FD_WRITE = '(import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))'
+
+
+def module(tmp_path, wat: str, **limits) -> WasmModel:
+    path = tmp_path / "m.wasm"
+    path.write_bytes(wasmtime.wat2wasm(wat))
+    return WasmModel(path, **limits)
+
+
+def print_then(fd: int, text: str, then: str) -> str:
+    """WAT for `_start` body: write `text` (placed at address 16) to `fd`, then `then`."""
+    return f"""
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const {len(text.encode())}))
+        (drop (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8)))
+        {then}"""
+
+
+def test_endless_loop_hits_the_time_limit(tmp_path):
+    looping = module(tmp_path, '(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))',
+                     time_limit=0.5)
+    started = time.monotonic()
+    with pytest.raises(WasmRunError, match=r"^time limit exceeded \(0\.5 s\)$") as info:
+        looping.info()
+    assert time.monotonic() - started < 10
+    assert info.value.exit_code == 1
+
+
+def test_endless_output_hits_the_time_limit(tmp_path):
+    """A loop that keeps calling WASI is stopped too (the epoch check is in the loop)."""
+    body = print_then(1, "spam\n", "(br $l)")
+    chatty = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
+        (data (i32.const 16) "spam\\n")
+        (func (export "_start") (loop $l {body})))""", time_limit=0.5)
+    with pytest.raises(WasmRunError, match="time limit exceeded"):
+        chatty.info()
+
+
+def test_huge_initial_memory_is_refused_before_instantiation(tmp_path):
+    # 40000 pages = 2.44 GiB, above a 64 MiB limit.
+    hungry = module(tmp_path, '(module (memory (export "memory") 40000) (func (export "_start")))',
+                    memory_limit=64 << 20)
+    with pytest.raises(WasmRunError, match=r"^memory limit exceeded: the module needs 2\.441 GiB of memory "
+                                           r"to start \(limit 64 MiB\)$"):
+        hungry.info()
+
+
+_ABORT = print_then(2, "memory allocation of 67108864 bytes failed\n", "unreachable")
+GROWER = f"""(module {FD_WRITE} (memory (export "memory") 1)
+    (data (i32.const 16) "memory allocation of 67108864 bytes failed\\n")
+    (data (i32.const 100) "{{}}\\n")
+    (func (export "_start")
+      ;; 1024 pages = 64 MiB more. On failure, do what Rust's allocator does:
+      ;; print its message to stderr and abort.
+      (if (i32.eq (memory.grow (i32.const 1024)) (i32.const -1))
+        (then {_ABORT})
+        (else (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 3))
+              (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))"""
+
+
+def test_memory_grow_beyond_the_limit_is_refused(tmp_path):
+    with pytest.raises(WasmRunError, match=r"^memory limit exceeded: an allocation of 64 MiB failed "
+                                           r"\(limit 32 MiB\)$"):
+        module(tmp_path, GROWER, memory_limit=32 << 20).info()
+    # The same growth within the limit succeeds: it is the limit that refused it.
+    assert module(tmp_path, GROWER, memory_limit=128 << 20).info() == {}
+
+
+def test_other_traps_name_their_reason(tmp_path):
+    trapping = module(tmp_path, '(module (memory (export "memory") 1) (func (export "_start") unreachable))')
+    with pytest.raises(WasmRunError, match=r"^module trapped: wasm `unreachable` instruction executed$"):
+        trapping.info()
+
+
+@pytest.mark.parametrize("time_limit, memory_limit, expected", [
+    ("1.5", None, {"time_limit": 1.5}),
+    (None, "512M", {"memory_limit": 512 << 20}),
+    ("30", "2GiB", {"time_limit": 30.0, "memory_limit": 2 << 30}),
+    (None, "65536", {"memory_limit": 65536}),
+])
+def test_parse_limits(time_limit, memory_limit, expected):
+    assert parse_limits(time_limit, memory_limit) == expected
+
+
+@pytest.mark.parametrize("time_limit, memory_limit", [
+    ("0", None), ("-1", None), ("nan", None), ("inf", None), ("soon", None),
+    (None, "0"), (None, "5G"), (None, "lots"), (None, "-1M"),
+])
+def test_bad_limits(time_limit, memory_limit):
+    with pytest.raises(UserError, match="--time-limit|--memory-limit"):
+        parse_limits(time_limit, memory_limit)
+
+
+# --- the real modules ---------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_real_module_under_tight_limits(built_artifact):
+    wasm = built_artifact("lenet-digits") / "lenet-digits.wasm"
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    start = WasmModel(wasm).initial_memory
+    # Enough to start, not for the first allocation: Rust's own abort path.
+    with pytest.raises(WasmRunError, match="^memory limit exceeded: an allocation of .* failed"):
+        WasmModel(wasm, memory_limit=start).run([x])
+    with pytest.raises(WasmRunError, match=r"^time limit exceeded \(0\.5 s\)$"):
+        WasmModel(wasm, time_limit=0.5).run([x], repeat=10**7)
+
+
+@pytest.mark.docker
+def test_run_task_limits(built_artifact, tmp_path):
+    built_artifact("lenet-digits")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    out = tmp_path / "y.npy"
+    run = ("run", "--model", "lenet-digits", "--input", str(tmp_path / "x.npy"), "--output", str(out))
+    code, _, err = invoke(*run, "--time-limit", "30", "--memory-limit", "64M")
+    assert code == 0, err
+    code, _, err = invoke(*run, "--memory-limit", "1M")
+    assert_one_line_error(code, err, 1, "memory limit exceeded: the module needs 1.062 MiB of memory to start")
+    code, _, err = invoke(*run, "--time-limit", "never")
+    assert_one_line_error(code, err, 2, "--time-limit must be a positive number")
+    out.unlink()
+    # resnet50-synth needs far more than 50 ms per inference.
+    built_artifact("resnet50-synth")
+    np.save(tmp_path / "img.npy", np.zeros((1, 3, 224, 224), np.float32))
+    code, _, err = invoke("run", "--model", "resnet50-synth", "--input", str(tmp_path / "img.npy"),
+                          "--output", str(out), "--time-limit", "0.05")
+    assert_one_line_error(code, err, 1, "time limit exceeded (0.05 s)")
+    assert not out.exists()
