@@ -55,15 +55,18 @@ def image(c, rebuild=False, no_cache=False):
         "onnx": "path to your own ONNX file (instead of --model)",
         "name": "name of the artifact (default: the model name or the file's stem)",
         "input_shape": "fix a dynamic input shape, NAME=1x3x224x224 (repeatable)",
+        "external_params": "keep the weights out of the .wasm: <name>.params.bin beside it "
+                           "(in SHA256SUMS); the module then needs --params PATH",
     },
     iterable=["input_shape"],
 )
 @user_errors
-def build(c, model=None, onnx=None, name=None, input_shape=None):
+def build(c, model=None, onnx=None, name=None, input_shape=None, external_params=False):
     """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS."""
     from wasmforge.build import build as build_artifact
 
-    build_artifact(model=model, onnx=onnx, name=name, input_shapes=tuple(input_shape or ()))
+    build_artifact(model=model, onnx=onnx, name=name, input_shapes=tuple(input_shape or ()),
+                   external_params=external_params)
 
 
 @task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",

@@ -28,8 +28,10 @@ def step(name: str) -> None:
     print(f"==> {name}", flush=True)
 
 
-def build_wasm(graph_dir: Path, name: str, out_dir: Path) -> Path:
-    """cargo build the `rust_app` workspace with the graph embedded."""
+def build_wasm(graph_dir: Path, name: str, out_dir: Path, external_params: bool = False) -> Path:
+    """cargo build the `rust_app` workspace with the graph embedded (with
+    `external_params`, all of it but the weights: they go to
+    `<name>.params.bin` beside the module)."""
     # A copy at a fixed path: cargo writes beside the sources, and the fixed
     # path keeps the build independent of where the repository was checked out.
     crate_dir = WORK / "rust_app"
@@ -45,6 +47,10 @@ def build_wasm(graph_dir: Path, name: str, out_dir: Path) -> Path:
             "RUSTFLAGS": f"--remap-path-prefix={WORK}=/build",
         }
     )
+    if external_params:
+        env["WASMFORGE_EXTERNAL_PARAMS"] = "1"
+    else:
+        env.pop("WASMFORGE_EXTERNAL_PARAMS", None)
     command = [
         "cargo", "build", "--release", "--locked", "--offline",
         "--target", WASM_TARGET, "-p", "wasmforge-model",
@@ -53,6 +59,8 @@ def build_wasm(graph_dir: Path, name: str, out_dir: Path) -> Path:
     built = WORK / "target" / WASM_TARGET / "release" / "wasmforge-model.wasm"
     wasm = out_dir / f"{name}.wasm"
     shutil.copyfile(built, wasm)
+    if external_params:
+        shutil.copyfile(graph_dir / "params.bin", out_dir / f"{name}.params.bin")
     return wasm
 
 
@@ -62,6 +70,8 @@ def main() -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--input-shape", action="append", default=[])
+    parser.add_argument("--external-params", action="store_true",
+                        help="write the weights to <name>.params.bin instead of embedding them")
     args = parser.parse_args()
 
     graph_dir = WORK / "graph"
@@ -77,13 +87,18 @@ def main() -> int:
         return code
     step("wasm: cargo build --target wasm32-wasip1")
     try:
-        wasm = build_wasm(graph_dir, args.name, args.out)
+        wasm = build_wasm(graph_dir, args.name, args.out, args.external_params)
     except subprocess.CalledProcessError as exc:
         print(f"error: cargo build failed with exit code {exc.returncode}", file=sys.stderr)
         return 1
     for name in ("plan.json", "graph-info.json"):
         shutil.copyfile(graph_dir / name, args.out / name)
-    step(f"done: {wasm.name} ({wasm.stat().st_size / 1e6:.1f} MB)")
+    if args.external_params:
+        params = args.out / f"{args.name}.params.bin"
+        step(f"done: {wasm.name} ({wasm.stat().st_size / 1e6:.1f} MB), "
+             f"{params.name} ({params.stat().st_size / 1e6:.1f} MB)")
+    else:
+        step(f"done: {wasm.name} ({wasm.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -103,3 +103,49 @@ def test_publish_restores_previous_on_failure(tmp_path, monkeypatch):
         artifact.publish(artifact.staging_dir(dist, "m"), old)
     monkeypatch.setattr(artifact.os, "rename", real_rename)
     artifact.verify_sums(old)
+
+
+def _params_manifest(params) -> dict:
+    manifest = {"wasm": "m.wasm", "files": {"m.wasm": {"sha256": "a" * 64, "size": 8},
+                                            "m.params.bin": {"sha256": "b" * 64, "size": 4}}}
+    if params is not None:
+        manifest["params"] = params
+    return manifest
+
+
+@pytest.mark.parametrize("params, expected", [
+    (None, None),  # no key: embedded (manifests from before --external-params)
+    ("embedded", None),
+    ({"file": "m.params.bin", "sha256": "b" * 64, "size": 4}, "m.params.bin"),
+])
+def test_params_file(params, expected):
+    assert artifact.params_file(_params_manifest(params)) == expected
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"file": "other.params.bin", "sha256": "b" * 64}, "does not list"),
+    ({"file": "../m.params.bin", "sha256": "b" * 64}, "does not list"),
+    ({"sha256": "b" * 64}, "does not list"),
+    ("external", "does not list"),
+    ({"file": "m.params.bin", "sha256": "c" * 64}, "two different sha256"),
+])
+def test_bad_params_entries_are_refused(params, fragment):
+    with pytest.raises(artifact.ArtifactError, match=fragment):
+        artifact.params_file(_params_manifest(params))
+
+
+def test_external_params_file_is_verified_like_every_file(tmp_path):
+    directory = tmp_path / "a"
+    directory.mkdir()
+    (directory / "m.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (directory / "m.params.bin").write_bytes(b"weights")
+    files = {n: {"sha256": artifact.sha256_file(directory / n), "size": (directory / n).stat().st_size}
+             for n in artifact.artifact_files(directory)}
+    manifest = {"wasm": "m.wasm", "files": files, "params": {"file": "m.params.bin", **files["m.params.bin"]}}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    artifact.write_sums(directory)
+    assert "m.params.bin" in artifact.verify_sums(directory)
+    assert artifact.params_file(artifact.verify_artifact(directory)) == "m.params.bin"
+    (directory / "m.params.bin").write_bytes(b"weightz")
+    with pytest.raises(artifact.ArtifactError, match=r"^m\.params\.bin does not match its sha256 in SHA256SUMS$"):
+        artifact.verify_artifact(directory)

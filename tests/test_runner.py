@@ -141,3 +141,73 @@ def test_run_task_limits(built_artifact, tmp_path):
                           "--output", str(out), "--time-limit", "0.05")
     assert_one_line_error(code, err, 1, "time limit exceeded (0.05 s)")
     assert not out.exists()
+
+
+# --- external weights (--external-params) -------------------------------------------
+
+def wat_bytes(text: str) -> str:
+    """`text` as a WAT string literal, every byte escaped."""
+    return '"' + "".join(f"\\{b:02x}" for b in text.encode()) + '"'
+
+
+INFO_EXTERNAL = '{"inputs": [], "outputs": [], "params": {"external": true}}\n'
+# Says in --info that its weights are external; run with any other arguments, it
+# requires exactly `--params PATH` (argc 3) and checks what it sees as /model
+# (the second preopen, fd 4): m.params.bin opens for reading, and no file can
+# be created there. Exit codes 10-12 name the check that failed.
+EXTERNAL_PARAMS_WAT = f"""(module
+    (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "path_open"
+      (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+    {FD_WRITE}
+    (memory (export "memory") 1)
+    (data (i32.const 16) {wat_bytes(INFO_EXTERNAL)})
+    (data (i32.const 512) "m.params.bin")
+    (data (i32.const 560) "new-file")
+    (func (export "_start")
+      (drop (call $args_sizes_get (i32.const 1000) (i32.const 1004)))
+      (if (i32.eq (i32.load (i32.const 1000)) (i32.const 2))
+        (then {print_then(1, INFO_EXTERNAL, "(return)")}))
+      (if (i32.ne (i32.load (i32.const 1000)) (i32.const 3)) (then (call $proc_exit (i32.const 10))))
+      (if (i32.ne (call $path_open (i32.const 4) (i32.const 0) (i32.const 512) (i32.const 12) (i32.const 0)
+                        (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 1008)) (i32.const 0))
+        (then (call $proc_exit (i32.const 11))))
+      (if (i32.eqz (call $path_open (i32.const 4) (i32.const 0) (i32.const 560) (i32.const 8) (i32.const 1)
+                         (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 1008)))
+        (then (call $proc_exit (i32.const 12))))))"""
+
+
+def test_external_params_are_passed_read_only(tmp_path):
+    model = module(tmp_path, EXTERNAL_PARAMS_WAT)
+    (tmp_path / "m.params.bin").write_bytes(b"weights")
+    assert model.external_params
+    assert model.params_args() == (["--params", "/model/m.params.bin"], tmp_path.resolve())
+    assert model.run([]).outputs == []  # the module's own checks passed (exit 0)
+    assert not (tmp_path / "new-file").exists()
+    # An explicit path wins over the default beside the .wasm.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (tmp_path / "m.params.bin").rename(other / "m.params.bin")
+    explicit = WasmModel(tmp_path / "m.wasm", params_path=other / "m.params.bin")
+    assert explicit.params_args() == (["--params", "/model/m.params.bin"], other.resolve())
+    assert explicit.run([]).outputs == []
+
+
+def test_missing_external_params_are_one_clear_error(tmp_path):
+    model = module(tmp_path, EXTERNAL_PARAMS_WAT)
+    with pytest.raises(WasmRunError, match=r"^m\.wasm keeps its weights in a separate file: .*m\.params\.bin "
+                                           r"is missing$") as info:
+        model.run([])
+    assert info.value.exit_code == 2
+
+
+def test_embedded_modules_take_no_params_file(tmp_path):
+    info = '{"inputs": [], "outputs": []}\n'
+    embedded = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
+        (data (i32.const 16) {wat_bytes(info)}) (func (export "_start") {print_then(1, info, "")}))""")
+    assert not embedded.external_params
+    assert embedded.params_args() == ([], None)
+    assert embedded.run([]).outputs == []
+    with pytest.raises(WasmRunError, match="embeds its weights"):
+        WasmModel(tmp_path / "m.wasm", params_path=tmp_path / "x.params.bin").run([])

@@ -110,6 +110,7 @@ def test_limits_fail_every_case(lenet, capsys, limit, message):
     (lambda m: m["reference"].update(cases=0), "records no reference cases"),
     (lambda m: m["reference"].update(relative_tolerance="1e-3"), "no valid reference.relative_tolerance"),
     (lambda m: m.update(wasm="../../bin/sh"), "does not list"),
+    (lambda m: m.update(params={"file": "../../etc/passwd", "sha256": "0" * 64}), "does not list"),
 ])
 def test_incomplete_manifest_is_refused(change, fragment):
     manifest = {"wasm": "m.wasm", "files": {"m.wasm": {}},
@@ -118,6 +119,14 @@ def test_incomplete_manifest_is_refused(change, fragment):
     change(manifest)
     with pytest.raises(artifact.ArtifactError, match=fragment):
         smoke.read_plan(manifest)
+
+
+def test_external_params_file_comes_from_the_manifest():
+    manifest = {"wasm": "m.wasm", "files": {"m.wasm": {}, "m.params.bin": {"sha256": "b" * 64}},
+                "reference": {"cases": 3, "relative_tolerance": 1e-3, "absolute_floor": 1e-4}}
+    assert smoke.read_plan(manifest).params is None
+    manifest["params"] = {"file": "m.params.bin", "sha256": "b" * 64, "size": 4}
+    assert smoke.read_plan(manifest).params == "m.params.bin"
 
 
 def test_runner_imports_only_stdlib_numpy_and_wasmtime():

@@ -90,7 +90,27 @@ def verify_artifact(directory: Path) -> dict:
         path = directory / name
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise ArtifactError(f"{name} does not match its sha256 in {MANIFEST_NAME}")
+    params_file(manifest)  # a declared weights file must be one of those just checked
     return manifest
+
+
+def params_file(manifest: dict) -> str | None:
+    """The weights file of an artifact built with `--external-params`, or None when
+    the weights are embedded in the .wasm (no `params` key, or `"embedded"`).
+
+    The manifest records `"params": {"file": ..., "sha256": ..., "size": ...}`;
+    the file must be one the manifest lists with the same sha256.
+    """
+    params = manifest.get("params", "embedded")
+    if params == "embedded":
+        return None
+    name = params.get("file") if isinstance(params, dict) else None
+    listed = manifest.get("files", {}).get(name) if isinstance(name, str) else None
+    if not isinstance(name, str) or "/" in name or not isinstance(listed, dict):
+        raise ArtifactError(f"{MANIFEST_NAME} names {name!r} as the params file, which it does not list")
+    if params.get("sha256") != listed.get("sha256"):
+        raise ArtifactError(f"{MANIFEST_NAME} gives two different sha256 for {name}")
+    return name
 
 
 def staging_dir(dist: Path, name: str) -> Path:

@@ -127,7 +127,7 @@ def build_sbom(final_dir: Path, manifest: dict, debs: list[tuple[str, str, str]]
     model = Component(
         type=ComponentType.MACHINE_LEARNING_MODEL, name=_model_name(manifest), bom_ref="model",
         scope=ComponentScope.REQUIRED, hashes=[_sha256(manifest["source"]["sha256"])],
-        description="the ONNX model; its weights are embedded in the .wasm")
+        description=_weights_description(manifest))
     crates, edges = cargo_components(root / "rust_app" / "Cargo.lock")
     build_env = [*python_components(root / pins["builder"]["requirements"]),
                  *debian_components(debs, pins["base"]["suite"])]
@@ -146,6 +146,14 @@ def build_sbom(final_dir: Path, manifest: dict, debs: list[tuple[str, str, str]]
     if error := JsonStrictValidator(SchemaVersion.V1_6).validate_str(text):
         raise ValueError(f"SBOM fails the CycloneDX 1.6 schema: {error}")
     return text + "\n"
+
+
+def _weights_description(manifest: dict) -> str:
+    params = manifest.get("params")
+    if isinstance(params, dict) and params.get("file"):
+        return (f"the ONNX model; its weights are in {params['file']} beside the .wasm "
+                f"(sha256 {params.get('sha256')}), which checks them before use")
+    return "the ONNX model; its weights are embedded in the .wasm"
 
 
 def python_components(lock: Path) -> list[Component]:

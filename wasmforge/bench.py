@@ -272,6 +272,8 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
     manifest = artifact.verify_artifact(directory)
     onnx_path = resolve_onnx(manifest, model, onnx)
     wasm_path = directory / manifest["wasm"]
+    params_name = artifact.params_file(manifest)  # weights beside the .wasm (--external-params)
+    params_path = directory / params_name if params_name else None
     inputs = reference.seeded_inputs(manifest["inputs"], seed=SEED)
     cores = usable_cores()
 
@@ -317,7 +319,8 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
             if compiled.error:
                 wasm = compiled
             else:
-                wasm = step("wasm", "wasm", "wasm (wasmtime)", {"cwasm": compiled.result["cwasm"]})
+                wasm = step("wasm", "wasm", "wasm (wasmtime)", {"cwasm": compiled.result["cwasm"],
+                                                                 "params": params_path and str(params_path)})
             if native_build.error or native_build.skipped:
                 native = native_build
             else:

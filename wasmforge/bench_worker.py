@@ -193,8 +193,11 @@ def _bench_model_class():
     from wasmforge.runner import WasmModel, WasmRunError, _describe_trap, new_engine, wasi_store
 
     class BenchWasmModel(WasmModel):
-        def __init__(self, cwasm: Path, memory_limit: int, time_limit: float):
+        def __init__(self, cwasm: Path, memory_limit: int, time_limit: float,
+                     params_path: Path | None = None):
             # Not WasmModel.__init__: the module is deserialized, not compiled here.
+            self.wasm_path = None  # so an external-params module needs params_path
+            self.params_path = params_path
             self.engine = new_engine()
             self.module = wasmtime.Module.deserialize_file(self.engine, str(cwasm))
             self.memory_limit = memory_limit
@@ -212,9 +215,10 @@ def _bench_model_class():
                 del store, linker
             return elapsed
 
-        def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
+        def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False,
+                    model_dir: Path | None = None):
             # As WasmModel._invoke, plus the instantiate time and the memory size.
-            store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit)
+            store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit, model_dir=model_dir)
             timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
             timer.daemon = True
             timer.start()
@@ -255,7 +259,9 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
     runs = request["runs"]
     baseline = peak_rss_bytes()
     # The runner's time limit is per invocation; here one invocation runs `runs + 1` inferences.
-    model = _bench_model_class()(Path(request["cwasm"]), DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT * (runs + 1))
+    params = Path(request["params"]) if request.get("params") else None
+    model = _bench_model_class()(Path(request["cwasm"]), DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT * (runs + 1),
+                                 params_path=params)
     try:
         model.info_outputs  # noqa: B018 - one `--info` invocation, outside the timed run
         emit(kind="phase", text=f"{runs + 1} inferences inside one instance (first is warm-up)")

@@ -29,7 +29,7 @@ from .hashing import sha256_file
 from .paths import DIST, ROOT
 from .reference import load_case  # lives there so the smoke image can import it
 from .registry import check_model_name, get_model
-from .runner import WasmModel, WasmRunError
+from .runner import PARAMS_SUFFIX, WasmModel, WasmRunError
 
 REFERENCE_CASES = 3
 
@@ -73,8 +73,11 @@ def check_onnx(path: Path) -> None:
 
 
 def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
-          input_shapes: tuple[str, ...] = (), dist: Path = DIST,
+          input_shapes: tuple[str, ...] = (), external_params: bool = False, dist: Path = DIST,
           console: Console | None = None) -> Path:
+    """Build `dist/<name>/`. With `external_params` the weights are not embedded in
+    `<name>.wasm` but written beside it as `<name>.params.bin` (in SHA256SUMS and
+    the manifest); the module then takes `--params PATH` and checks the file."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     started_on = datetime.now(timezone.utc)
@@ -94,6 +97,8 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
                        "--name", source.name, "--out", "/out"]
             for spec in input_shapes or source.input_shapes:
                 command += ["--input-shape", spec]
+            if external_params:
+                command.append("--external-params")
             run_step(
                 client,
                 StepRun(
@@ -108,8 +113,9 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
             graph_info = json.loads((staging / "graph-info.json").read_text())
             (staging / "graph-info.json").unlink()
             cases = write_reference(staging, source.onnx, graph_info)
-            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console)
-            write_manifest(staging, source, graph_info, builder, cases)
+            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
+                                    external_params=external_params)
+            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params)
             artifact.write_sums(staging)
             final = dist / source.name
             artifact.publish(staging, final)
@@ -148,12 +154,23 @@ def write_reference(staging: Path, onnx_path: Path, graph_info: dict) -> int:
     return REFERENCE_CASES
 
 
-def check_against_reference(wasm: Path, directory: Path, cases: int, console: Console) -> None:
+def check_against_reference(wasm: Path, directory: Path, cases: int, console: Console, *,
+                            external_params: bool = False) -> None:
     """The build fails if the module disagrees with onnxruntime."""
-    module = WasmModel(wasm)
+    params = params_file_name(wasm.stem) if external_params else None
+    if params is not None and not (directory / params).is_file():
+        raise UserError(f"the builder wrote no {params}", 1)
+    module = WasmModel(wasm, params_path=directory / params if params else None)
     foreign = sorted({m for m, _ in module.imports()} - {"wasi_snapshot_preview1"})
     if foreign:
         raise UserError(f"{wasm.name} imports from {', '.join(foreign)}; only WASI is allowed", 1)
+    try:
+        external = module.external_params
+    except WasmRunError as exc:
+        raise UserError(f"{wasm.name} --info failed: {exc}", 1) from None
+    if external != external_params:
+        raise UserError(f"{wasm.name} {'reads' if external else 'embeds'} its weights, "
+                        f"but the build asked for {'external' if external_params else 'embedded'} weights", 1)
     for case in range(cases):
         inputs, expected = load_case(directory, case)
         try:
@@ -170,7 +187,13 @@ def check_against_reference(wasm: Path, directory: Path, cases: int, console: Co
                       f" (max |ref| {comparison.max_abs_ref:.3g}), top-1 equal")
 
 
-def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int) -> None:
+def params_file_name(name: str) -> str:
+    """The weights file of an --external-params artifact, beside `<name>.wasm`."""
+    return f"{name}{PARAMS_SUFFIX}"
+
+
+def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int, *,
+                   external_params: bool = False) -> None:
     tool_versions = {k: v for k, v in images.image_versions(builder).items() if k != "inputs"}
     files = {
         name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
@@ -198,4 +221,9 @@ def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cas
                       "absolute_floor": reference.ABSOLUTE_FLOOR},
         "files": files,
     }
+    if external_params:
+        # Only then: an embedded build's manifest stays byte-identical to the
+        # ones made before external weights existed (no key means embedded).
+        params = params_file_name(source.name)
+        manifest["params"] = {"file": params, **files[params]}
     (staging / artifact.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -112,5 +112,7 @@ def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path
         raise UserError(f"{model} has {len(out_specs)} output(s), got {len(outputs)} --output; "
                         "give one .npy per output or one .npz")
     arrays = load_inputs(inputs, manifest["inputs"])
-    result = WasmModel(directory / manifest["wasm"], **limits).run(arrays)
+    params = artifact.params_file(manifest)
+    result = WasmModel(directory / manifest["wasm"], params_path=directory / params if params else None,
+                       **limits).run(arrays)
     save_outputs(outputs, out_specs, result.outputs)

@@ -4,8 +4,12 @@ Only numpy, wasmtime and the standard library are used here, because the smoke
 test image (which has no TVM, onnx or docker SDK) runs this same module.
 
 The module sees one private, freshly made directory as `/io`: the inputs are
-written there as `.npy` files and the outputs read back from it. Nothing else
-of the host file system, no environment variables and no network are visible.
+written there as `.npy` files and the outputs read back from it. A module built
+with `--external-params` (its `--info` says `"params": {"external": true, ...}`)
+also sees the directory holding its weights file, read-only, as `/model`, and
+is passed `--params /model/<file>`; it checks the file's size and sha256
+itself. Nothing else of the host file system, no environment variables and no
+network are visible.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ import wasmtime
 DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of linear memory; ResNet50 needs ~230 MiB
 DEFAULT_TIME_LIMIT = 600.0  # seconds per invocation
 WASM_PAGE = 65536
+# Where an external-params module's weights sit: `<name>.params.bin` beside
+# `<name>.wasm`, seen by the module read-only under MODEL_DIR.
+PARAMS_SUFFIX = ".params.bin"
+MODEL_DIR = "/model"
 # memory.grow past the store's limit returns -1 (it does not trap), so a
 # refused growth shows up as what the module says next: Rust's standard
 # library before it aborts, or the runtime's own error for its buffers.
@@ -60,8 +68,13 @@ def new_engine() -> wasmtime.Engine:
 class WasmModel:
     """A compiled module, ready to be instantiated once per run."""
 
-    def __init__(self, wasm_path: Path, *, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                 time_limit: float = DEFAULT_TIME_LIMIT):
+    def __init__(self, wasm_path: Path, *, params_path: Path | None = None,
+                 memory_limit: int = DEFAULT_MEMORY_LIMIT, time_limit: float = DEFAULT_TIME_LIMIT):
+        """`params_path`: the weights of a module built with `--external-params`
+        (default: `<name>.params.bin` beside `<name>.wasm`); whether the module
+        needs them is asked of the module itself (`--info`)."""
+        self.wasm_path = Path(wasm_path)
+        self.params_path = Path(params_path) if params_path is not None else None
         self.engine = new_engine()
         self.module = wasmtime.Module.from_file(self.engine, str(wasm_path))
         self.memory_limit = memory_limit
@@ -79,10 +92,36 @@ class WasmModel:
             stdout = self._invoke(Path(tmp), ["--info"])
         return json.loads(stdout)
 
+    @property
+    def external_params(self) -> bool:
+        """Whether the module reads its weights from a file (`--external-params`)."""
+        params = self._cached_info().get("params")
+        return isinstance(params, dict) and params.get("external") is True
+
+    def params_args(self) -> tuple[list[str], Path | None]:
+        """The `--params` flag and the directory to show read-only as /model, for
+        a module with external weights; `([], None)` for one that embeds them."""
+        if not self.external_params:
+            if self.params_path is not None:
+                raise WasmRunError(f"{self._module_name()} embeds its weights; it takes no "
+                                   f"params file ({self.params_path.name})", exit_code=2)
+            return [], None
+        path = self.params_path
+        if path is None and self.wasm_path is not None:
+            path = self.wasm_path.with_name(self.wasm_path.stem + PARAMS_SUFFIX)
+        if path is None or not path.is_file():
+            raise WasmRunError(f"{self._module_name()} keeps its weights in a separate file: "
+                               f"{path or 'no params file given'} is missing", exit_code=2)
+        return ["--params", f"{MODEL_DIR}/{path.name}"], path.resolve().parent
+
+    def _module_name(self) -> str:
+        return self.wasm_path.name if self.wasm_path is not None else "the module"
+
     def run(self, inputs: list[np.ndarray], repeat: int = 1) -> RunResult:
+        params_args, model_dir = self.params_args()
         with tempfile.TemporaryDirectory(prefix="wasmforge-run-") as tmp:
             io_dir = Path(tmp)
-            args = []
+            args = list(params_args)
             for index, array in enumerate(inputs):
                 np.save(io_dir / f"input{index}.npy", array, allow_pickle=False)
                 args += ["--input", f"/io/input{index}.npy"]
@@ -92,7 +131,7 @@ class WasmModel:
             if repeat != 1:
                 args += ["--repeat", str(repeat)]
             started = time.perf_counter()
-            _, stderr = self._invoke(io_dir, args, want_stderr=True)
+            _, stderr = self._invoke(io_dir, args, want_stderr=True, model_dir=model_dir)
             wall = time.perf_counter() - started
             outputs = [np.load(io_dir / f"output{i}.npy", allow_pickle=False) for i in range(count)]
         run_ms = []
@@ -103,15 +142,19 @@ class WasmModel:
 
     @property
     def info_outputs(self) -> list[dict]:
+        return self._cached_info()["outputs"]
+
+    def _cached_info(self) -> dict:
         if not hasattr(self, "_info"):
             self._info = self.info()
-        return self._info["outputs"]
+        return self._info
 
-    def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False):
+    def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False,
+                model_dir: Path | None = None):
         if self.initial_memory > self.memory_limit:
             raise WasmRunError(f"memory limit exceeded: the module needs {_size(self.initial_memory)} "
                                f"of memory to start (limit {_size(self.memory_limit)})", exit_code=1)
-        store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit)
+        store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit, model_dir=model_dir)
         stdout_path, stderr_path = io_dir / ".stdout", io_dir / ".stderr"
 
         timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
@@ -166,17 +209,20 @@ def _describe_trap(trap: Exception, time_limit: float, memory_limit: int) -> str
     return f"module trapped: {reason.removeprefix('wasm trap: ') or type(trap).__name__}"
 
 
-def wasi_store(engine: wasmtime.Engine, io_dir: Path, args: list[str],
-               memory_limit: int) -> tuple[wasmtime.Store, wasmtime.Linker]:
+def wasi_store(engine: wasmtime.Engine, io_dir: Path, args: list[str], memory_limit: int, *,
+               model_dir: Path | None = None) -> tuple[wasmtime.Store, wasmtime.Linker]:
     """A fresh store and WASI linker for one run: at most `memory_limit` bytes of memory,
-    stopped by the engine's next epoch, argv `model.wasm *args`, `io_dir` as /io, and
-    stdout/stderr written to io_dir/.stdout and io_dir/.stderr."""
+    stopped by the engine's next epoch, argv `model.wasm *args`, `io_dir` as /io,
+    `model_dir` (if given) read-only as /model, and stdout/stderr written to
+    io_dir/.stdout and io_dir/.stderr."""
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=memory_limit)
     store.set_epoch_deadline(1)
     wasi = wasmtime.WasiConfig()
     wasi.argv = ["model.wasm", *args]
     wasi.preopen_dir(str(io_dir), "/io")
+    if model_dir is not None:
+        wasi.preopen_dir(str(model_dir), MODEL_DIR, False)  # fs_mutable=False: read-only
     wasi.stdout_file = str(io_dir / ".stdout")
     wasi.stderr_file = str(io_dir / ".stderr")
     store.set_wasi(wasi)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
-from .artifact import MANIFEST_NAME, ArtifactError, verify_artifact
+from .artifact import MANIFEST_NAME, ArtifactError, params_file, verify_artifact
 from .reference import compare, load_case
 from .runner import WasmModel, WasmRunError
 
@@ -54,6 +54,7 @@ class Plan:
     cases: int
     relative_tolerance: float
     absolute_floor: float
+    params: str | None = None  # the weights file of an --external-params artifact
 
 
 def read_plan(manifest: dict) -> Plan:
@@ -76,11 +77,13 @@ def read_plan(manifest: dict) -> Plan:
         raise ArtifactError(f"{MANIFEST_NAME} records no reference cases")
     number = (int, float)
     return Plan(str(manifest.get("name", "")), wasm, cases,
-                float(field("reference.relative_tolerance", number)), float(field("reference.absolute_floor", number)))
+                float(field("reference.relative_tolerance", number)), float(field("reference.absolute_floor", number)),
+                params_file(manifest))
 
 
 def run_cases(directory: Path, plan: Plan, memory_limit: int, time_limit: float) -> list[CaseResult]:
-    module = WasmModel(directory / plan.wasm, memory_limit=memory_limit, time_limit=time_limit)
+    module = WasmModel(directory / plan.wasm, params_path=directory / plan.params if plan.params else None,
+                       memory_limit=memory_limit, time_limit=time_limit)
     results = []
     for case in range(plan.cases):
         inputs, expected = load_case(directory, case)

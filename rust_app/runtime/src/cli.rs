@@ -250,3 +250,130 @@ fn write_output(
     };
     result.map_err(|e| e.context(&context))
 }
+
+// Modules built with `--external-params` (below). Kept after everything
+// above, and out of `Model` and `run`, so that a module with embedded weights
+// compiles to exactly the same bytes as before external weights existed
+// (hence no new `use` lines at the top: they would move panic locations).
+
+use crate::params::{self, ExternalParams};
+use crate::sha256;
+
+/// The extra flag of a module whose weights live in a separate file.
+pub const USAGE_EXTERNAL_PARAMS: &str = "\
+  --params PATH  the weights file (<name>.params.bin beside the .wasm); required
+                 to run, checked against the size and sha256 built into the module
+";
+
+/// `main` of a module built with external weights: like [`main`], plus
+/// `--params PATH`.
+pub fn main_external(
+    plan_json: &[u8],
+    external: &ExternalParams,
+    kernels: &[(&str, KernelFn)],
+) -> i32 {
+    let args: Result<Vec<String>, _> =
+        std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let result = match args {
+        Ok(args) => run_external(
+            plan_json,
+            external,
+            kernels,
+            &args,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Err(bad) => Err(Error::Usage(format!("argument {bad:?} is not valid UTF-8"))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}", error_line(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// [`run`] for a module whose weights are read from `--params PATH`: the
+/// file must have the size and SHA-256 in `external`, or nothing runs
+/// (exit code 2). `--info` and `--help` need no weights.
+pub fn run_external(
+    plan_json: &[u8],
+    external: &ExternalParams,
+    kernels: &[(&str, KernelFn)],
+    args: &[String],
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), Error> {
+    if plan_json.is_empty() {
+        return Err(Error::Usage("no model embedded (build with WASMFORGE_GRAPH_DIR)".to_string()));
+    }
+    let (params_path, rest) = take_params_flag(args)?;
+    let opts = parse_args(&rest)?;
+    let io_err = |e: std::io::Error| Error::Io(format!("write failed: {e}"));
+    if opts.help {
+        return write!(stdout, "{USAGE}{USAGE_EXTERNAL_PARAMS}").map_err(io_err);
+    }
+    let text = std::str::from_utf8(plan_json)
+        .map_err(|_| Error::Plan("embedded plan is not UTF-8".into()))?;
+    let plan = Plan::parse(text).map_err(|e| e.context("embedded plan"))?;
+    if plan.params_size as u64 != external.size {
+        return Err(Error::Model(format!(
+            "the plan says params_size {} but the module was built for {} bytes of weights",
+            plan.params_size, external.size
+        )));
+    }
+    if opts.info {
+        let info = info_json(&plan);
+        let params = format!(
+            "\"params\": {{\"external\": true, \"size\": {}, \"sha256\": \"{}\"}}",
+            external.size,
+            sha256::hex(&external.sha256)
+        );
+        // info_json is one JSON object: add the key before its closing brace.
+        let body = info.strip_suffix('}').unwrap_or(&info);
+        return writeln!(stdout, "{body}, {params}}}").map_err(io_err);
+    }
+    // Flags first: a wrong count fails before megabytes of weights are read.
+    check_count("--input", &opts.inputs, &plan.inputs)?;
+    check_count("--output", &opts.outputs, &plan.outputs)?;
+    let path = params_path.ok_or_else(|| {
+        Error::Usage(
+            "this module keeps its weights in a separate file: give --params PATH \
+             (the <name>.params.bin beside the .wasm)"
+                .to_string(),
+        )
+    })?;
+    let params = params::load(&path, external)?;
+    let model = Model { plan_json, params: params.as_slice(), kernels };
+    run(&model, &rest, stdin, stdout, stderr)
+}
+
+/// Splits `--params PATH` (or `--params=PATH`) off the other arguments.
+pub fn take_params_flag(args: &[String]) -> Result<(Option<String>, Vec<String>), Error> {
+    let mut path = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let value = if arg == "--params" {
+            match it.next() {
+                Some(v) if !v.is_empty() && !v.starts_with("--") => v.clone(),
+                _ => return Err(Error::Usage("--params needs a value".to_string())),
+            }
+        } else if let Some(v) = arg.strip_prefix("--params=") {
+            if v.is_empty() {
+                return Err(Error::Usage("--params needs a value".to_string()));
+            }
+            v.to_string()
+        } else {
+            rest.push(arg.clone());
+            continue;
+        };
+        if path.replace(value).is_some() {
+            return Err(Error::Usage("--params given more than once".to_string()));
+        }
+    }
+    Ok((path, rest))
+}

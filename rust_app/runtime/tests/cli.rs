@@ -251,3 +251,160 @@ fn help_goes_to_stdout() {
     o.result.unwrap();
     assert!(String::from_utf8(o.stdout).unwrap().starts_with("usage: wasmforge-model --input"));
 }
+
+// Modules built with `--external-params`: the same runs with the weights read
+// from `--params PATH` and checked against the size and sha256 built in.
+
+use wasmforge_runtime::params::ExternalParams;
+use wasmforge_runtime::sha256;
+
+fn reuse_external() -> ExternalParams {
+    let params = reuse_params();
+    ExternalParams { size: params.0.len() as u64, sha256: sha256::digest(&params.0) }
+}
+
+fn run_external(argv: &[&str], stdin: &[u8]) -> Outcome {
+    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let result = cli::run_external(
+        &plan,
+        &reuse_external(),
+        &REUSE_KERNELS,
+        &args(argv),
+        &mut Cursor::new(stdin),
+        &mut stdout,
+        &mut stderr,
+    );
+    Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
+}
+
+#[test]
+fn external_params_run_like_embedded_ones() {
+    let params = TempPath::new("ext-ok.params.bin");
+    std::fs::write(&params.0, reuse_params().0).unwrap();
+    let x = x_npy(&[-1.0, 2.0, -3.0, 4.0, -5.0, 6.0]);
+    let y = TempPath::new("ext-y.npy");
+    let embedded = run(&["--input", "-", "--output", y.s(), "--output", "-"], &x);
+    embedded.result.unwrap();
+    let inline = format!("--params={}", params.s());
+    for flag in [vec!["--params", params.s()], vec![inline.as_str()]] {
+        // Anywhere among the other flags.
+        let mut argv = vec!["--input", "-", "--output", y.s(), "--output", "-"];
+        argv.splice(2..2, flag);
+        let o = run_external(&argv, &x);
+        o.result.unwrap();
+        assert_eq!(o.stdout, embedded.stdout);
+        assert_eq!(read_f32(&std::fs::read(&y.0).unwrap(), &[6]), [0.0, 5.0, 0.0, 18.0, 0.0, 39.0]);
+    }
+}
+
+#[test]
+fn external_params_are_required_and_checked() {
+    let x = x_npy(&[1.0; 6]);
+    let y = TempPath::new("ext-checked-y.npy");
+    let o = run_external(&["--input", "-", "--output", "-", "--output", y.s()], &x);
+    let err = o.result.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        error_line(&err).starts_with(
+            "error: this module keeps its weights in a separate file: give --params PATH"
+        ),
+        "{err}"
+    );
+
+    let missing = TempPath::new("ext-missing.params.bin");
+    let o = run_external(
+        &["--params", missing.s(), "--input", "-", "--output", "-", "--output", y.s()],
+        &x,
+    );
+    let err = o.result.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.message().starts_with(&format!("cannot open params file '{}'", missing.s())),
+        "{err}"
+    );
+
+    let short = TempPath::new("ext-short.params.bin");
+    std::fs::write(&short.0, &reuse_params().0[..100]).unwrap();
+    let o = run_external(
+        &["--params", short.s(), "--input", "-", "--output", "-", "--output", y.s()],
+        &x,
+    );
+    let err = o.result.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(
+        err.message(),
+        format!(
+            "params file '{}' has 100 bytes, this module was built with 128 bytes of weights",
+            short.s()
+        )
+    );
+
+    let flipped = TempPath::new("ext-flipped.params.bin");
+    let mut bytes = reuse_params().0.to_vec();
+    bytes[70] ^= 0x40;
+    std::fs::write(&flipped.0, &bytes).unwrap();
+    let o = run_external(
+        &["--params", flipped.s(), "--input", "-", "--output", "-", "--output", y.s()],
+        &x,
+    );
+    let err = o.result.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.message().contains("does not match this module's weights"), "{err}");
+    assert!(o.stdout.is_empty(), "nothing ran");
+
+    // A wrong count of flags fails before any weights are read.
+    let o = run_external(&["--params", missing.s(), "--input", "-"], &x);
+    assert!(o.result.unwrap_err().message().starts_with("expected 2 --output"));
+}
+
+#[test]
+fn external_params_flag_errors() {
+    for argv in [
+        &["--params"][..],
+        &["--params", "--info"],
+        &["--params="],
+        &["--params", "a", "--params", "b"],
+    ] {
+        let err = run_external(argv, b"").result.unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{argv:?}: {err:?}");
+    }
+    // A module with embedded weights does not know the flag.
+    let err = run(&["--params", "p.bin", "--info"], b"").result.unwrap_err();
+    assert_eq!(error_line(&err), "error: unknown argument '--params' (see --help)");
+}
+
+#[test]
+fn external_params_info_and_help_need_no_weights() {
+    let o = run_external(&["--info"], b"");
+    o.result.unwrap();
+    let line = String::from_utf8(o.stdout).unwrap();
+    let value = json::parse(&line).unwrap();
+    let params = value.get("params").expect("params key");
+    let expected = format!(
+        "{{\"external\": true, \"size\": 128, \"sha256\": \"{}\"}}",
+        sha256::hex(&reuse_external().sha256)
+    );
+    assert!(line.ends_with(&format!(", \"params\": {expected}}}\n")), "{line}");
+    assert!(matches!(params, Value::Object(_)));
+
+    let o = run_external(&["--help"], b"");
+    o.result.unwrap();
+    let help = String::from_utf8(o.stdout).unwrap();
+    assert!(help.starts_with("usage: wasmforge-model --input") && help.contains("--params PATH"));
+
+    // The size built in must agree with the plan.
+    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
+    let wrong = ExternalParams { size: 64, ..reuse_external() };
+    let err = cli::run_external(
+        &plan,
+        &wrong,
+        &REUSE_KERNELS,
+        &args(&["--info"]),
+        &mut Cursor::new(&b""[..]),
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+}
