@@ -45,3 +45,22 @@ def smoke_image(client):
     from wasmforge import images
 
     return images.ensure_smoke(client)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_left_as_found():
+    """The suite leaves `docker ps -a` as it found it: no stopped container that a
+    test or a build created stays behind. (Running ones are not counted: another
+    build may legitimately be using the daemon at the same time.)"""
+    try:
+        import docker
+
+        client = docker.from_env()
+        before = {c.id for c in client.containers.list(all=True)}
+    except Exception:  # no daemon: nothing to compare
+        yield
+        return
+    yield
+    left = [c.name for c in client.containers.list(all=True, filters={"status": ["created", "exited", "dead"]})
+            if c.id not in before]
+    assert not left, f"containers left behind by the test suite: {left}"
