@@ -32,7 +32,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -187,23 +186,32 @@ def step_wasm_compile(request: dict, out_dir: Path) -> dict:
 
 
 def _bench_model_class():
-    """WasmModel whose invocation also times instantiation and reads the linear memory size."""
+    """WasmModel that also records instantiation times and the linear memory size."""
     import wasmtime
 
-    from wasmforge.runner import WasmModel, WasmRunError, _describe_trap, new_engine, wasi_store
+    from wasmforge.runner import WasmModel, wasi_store
 
     class BenchWasmModel(WasmModel):
         def __init__(self, cwasm: Path, memory_limit: int, time_limit: float,
                      params_path: Path | None = None):
-            # Not WasmModel.__init__: the module is deserialized, not compiled here.
-            self.wasm_path = None  # so an external-params module needs params_path
-            self.params_path = params_path
-            self.engine = new_engine()
-            self.module = wasmtime.Module.deserialize_file(self.engine, str(cwasm))
-            self.memory_limit = memory_limit
-            self.time_limit = time_limit
+            self.cwasm = cwasm
             self.instantiate_ms: list[float] = []
             self.linear_memory_bytes = 0
+            # wasm_path None: an external-params module then needs params_path.
+            super().__init__(None, params_path=params_path, memory_limit=memory_limit,
+                             time_limit=time_limit)
+
+        def _load_module(self) -> wasmtime.Module:
+            # Precompiled by the compile step: deserialized, not compiled here.
+            return wasmtime.Module.deserialize_file(self.engine, str(self.cwasm))
+
+        def _instantiated(self, milliseconds: float) -> None:
+            self.instantiate_ms.append(milliseconds)
+
+        def _finished(self, instance, store) -> None:
+            for export in instance.exports(store).values():
+                if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
+                    self.linear_memory_bytes = max(self.linear_memory_bytes, export.data_len(store))
 
         def instantiate_only(self) -> float:
             """Milliseconds to instantiate (data segments copied, nothing run)."""
@@ -214,40 +222,6 @@ def _bench_model_class():
                 elapsed = (time.perf_counter() - started) * 1e3
                 del store, linker
             return elapsed
-
-        def _invoke(self, io_dir: Path, args: list[str], want_stderr: bool = False,
-                    model_dir: Path | None = None):
-            # As WasmModel._invoke, plus the instantiate time and the memory size.
-            store, linker = wasi_store(self.engine, io_dir, args, self.memory_limit, model_dir=model_dir)
-            timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
-            timer.daemon = True
-            timer.start()
-            exit_code, trap, instance = 0, None, None
-            try:
-                started = time.perf_counter()
-                instance = linker.instantiate(store, self.module)
-                self.instantiate_ms.append((time.perf_counter() - started) * 1e3)
-                instance.exports(store)["_start"](store)
-            except wasmtime.ExitTrap as exc:
-                exit_code = exc.code
-            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-                trap = exc
-            finally:
-                timer.cancel()
-            if instance is not None:
-                for export in instance.exports(store).values():
-                    if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
-                        self.linear_memory_bytes = max(self.linear_memory_bytes, export.data_len(store))
-            stdout_path, stderr_path = io_dir / ".stdout", io_dir / ".stderr"
-            stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
-            stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
-            if trap is not None:
-                raise WasmRunError(_describe_trap(trap, self.time_limit, self.memory_limit), exit_code=1)
-            if exit_code != 0:
-                lines = [ln for ln in stderr.splitlines() if ln.strip()]
-                message = lines[-1] if lines else f"module exited with code {exit_code}"
-                raise WasmRunError(message.removeprefix("error: "), exit_code=exit_code)
-            return (stdout, stderr) if want_stderr else stdout
 
     return BenchWasmModel
 

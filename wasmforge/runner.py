@@ -73,15 +73,25 @@ class WasmModel:
         """`params_path`: the weights of a module built with `--external-params`
         (default: `<name>.params.bin` beside `<name>.wasm`); whether the module
         needs them is asked of the module itself (`--info`)."""
-        self.wasm_path = Path(wasm_path)
+        self.wasm_path = Path(wasm_path) if wasm_path is not None else None
         self.params_path = Path(params_path) if params_path is not None else None
         self.engine = new_engine()
-        self.module = wasmtime.Module.from_file(self.engine, str(wasm_path))
+        self.module = self._load_module()
         self.memory_limit = memory_limit
         self.time_limit = time_limit
         # What the module's memories ask for before any code runs.
         self.initial_memory = sum(item.type.limits.min * WASM_PAGE for item in self.module.exports
                                   if isinstance(item.type, wasmtime.MemoryType))
+
+    def _load_module(self) -> wasmtime.Module:
+        return wasmtime.Module.from_file(self.engine, str(self.wasm_path))
+
+    # Observation hooks (the benchmark overrides them); running is unaffected.
+    def _instantiated(self, milliseconds: float) -> None:
+        pass
+
+    def _finished(self, instance: wasmtime.Instance, store: wasmtime.Store) -> None:
+        pass
 
     def imports(self) -> list[tuple[str, str]]:
         return [(imp.module, imp.name or "") for imp in self.module.imports]
@@ -160,10 +170,11 @@ class WasmModel:
         timer = threading.Timer(self.time_limit, self.engine.increment_epoch)
         timer.daemon = True
         timer.start()
-        exit_code = 0
-        trap = None
+        exit_code, trap, instance = 0, None, None
         try:
+            started = time.perf_counter()
             instance = linker.instantiate(store, self.module)
+            self._instantiated((time.perf_counter() - started) * 1e3)
             instance.exports(store)["_start"](store)
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code
@@ -173,6 +184,8 @@ class WasmModel:
             trap = exc
         finally:
             timer.cancel()
+        if instance is not None:
+            self._finished(instance, store)
         stdout = stdout_path.read_text(errors="replace") if stdout_path.exists() else ""
         stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
         failed = _ALLOC_FAILED.search(stderr)
