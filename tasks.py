@@ -139,6 +139,19 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
         checking.check(onnx=onnx, model=model, input_shapes=tuple(input_shape or ()))
 
 
+@task(help={"model": "a model from models.toml", "onnx": "or your own ONNX file",
+            "name": "name of the artifact the database is for (default: model name or file stem)",
+            "trials": "records wanted per conv task", "max_tasks": "tune at most this many tasks now (0: all)"})
+@user_errors
+def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
+    """MetaSchedule-tune the conv kernels into tuning/<name>/wasm32-simd128/ (resumable).
+
+    `invoke build` applies the database when it exists and records its sha256."""
+    from wasmforge.tuning import tune as tune_model
+
+    tune_model(model, onnx, name, trials=int(trials), max_tasks=int(max_tasks))
+
+
 @task
 @user_errors
 def models(c):

@@ -93,7 +93,7 @@ def graph_inputs(model: onnx.ModelProto, shape_overrides: dict[str, list[int]]) 
     return inputs
 
 
-def lower(model: onnx.ModelProto, inputs: list[dict]):
+def lower(model: onnx.ModelProto, inputs: list[dict], tuning_db: Path | None = None):
     """Import into Relax, optimise for inference and lower for the wasm32 target."""
     import tvm
     from tvm import relax
@@ -121,7 +121,7 @@ def lower(model: onnx.ModelProto, inputs: list[dict]):
     # rest of the CPU pipeline: legalize, fuse, memory planning, VM lowering.
     from optimize import optimize  # scripts/optimize.py
 
-    mod = optimize(mod, target)
+    mod = optimize(mod, target, tuning_db)
     return mod, target
 
 
@@ -179,7 +179,8 @@ def parse_shape_overrides(specs: list[str]) -> dict[str, list[int]]:
     return overrides
 
 
-def build(onnx_path: Path, out_dir: Path, name: str, shape_specs: list[str]) -> dict:
+def build(onnx_path: Path, out_dir: Path, name: str, shape_specs: list[str],
+          tuning_db: Path | None = None) -> dict:
     from plan import PlanError, derive_plan  # scripts/plan.py, beside this file
 
     model = load_onnx(onnx_path)
@@ -192,7 +193,7 @@ def build(onnx_path: Path, out_dir: Path, name: str, shape_specs: list[str]) -> 
     inputs = graph_inputs(model, parse_shape_overrides(shape_specs))
     output_names = [o.name for o in model.graph.output]
     try:
-        mod, target = lower(model, inputs)
+        mod, target = lower(model, inputs, tuning_db)
     except Exception as exc:  # the frontend raises many kinds for bad graphs
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"TVM could not import {onnx_path.name}: {message}") from None
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
     parser.add_argument("--name", required=True, help="model name recorded in the plan")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
+    parser.add_argument("--tuning-db", type=Path, help="MetaSchedule database (scripts/tune.py) to apply")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.onnx.is_file():
             raise ModelError(f"no such file: {args.onnx}")
         args.out.mkdir(parents=True, exist_ok=True)
-        info = build(args.onnx, args.out, args.name, args.input_shape)
+        info = build(args.onnx, args.out, args.name, args.input_shape, args.tuning_db)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

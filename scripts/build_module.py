@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--input-shape", action="append", default=[])
     parser.add_argument("--external-params", action="store_true",
                         help="write the weights to <name>.params.bin instead of embedding them")
+    parser.add_argument("--tuning-db", help="MetaSchedule database directory to apply")
     args = parser.parse_args()
 
     graph_dir = WORK / "graph"
@@ -79,6 +80,8 @@ def main() -> int:
     graph_args = ["--onnx", str(args.onnx), "--out", str(graph_dir), "--name", args.name]
     for spec in args.input_shape:
         graph_args += ["--input-shape", spec]
+    if args.tuning_db:
+        graph_args += ["--tuning-db", args.tuning_db]
     sys.path.insert(0, str(SCRIPTS))
     import build_graph_lib
 

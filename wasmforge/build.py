@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifact, attest, buildlock, images, reference
+from . import __version__, artifact, attest, buildlock, images, reference, tuning
 from .container import Mount, StepRun, run_step
 from .errors import UserError
 from .fetch import model_path
@@ -74,7 +74,7 @@ def check_onnx(path: Path) -> None:
 
 def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
           input_shapes: tuple[str, ...] = (), external_params: bool = False, dist: Path = DIST,
-          console: Console | None = None) -> Path:
+          tuning_root: Path = tuning.TUNING, console: Console | None = None) -> Path:
     """Build `dist/<name>/`. With `external_params` the weights are not embedded in
     `<name>.wasm` but written beside it as `<name>.params.bin` (in SHA256SUMS and
     the manifest); the module then takes `--params PATH` and checks the file."""
@@ -99,14 +99,16 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
                 command += ["--input-shape", spec]
             if external_params:
                 command.append("--external-params")
+            mounts = [Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
+                      Mount(str(staging), "/out", read_only=False)]
+            database = tuning.find_database(source.name, tuning_root)
+            if database is not None:
+                console.print(f"applying tuning database {database}")
+                mounts.append(Mount(str(database), "/tuning"))
+                command += ["--tuning-db", "/tuning"]
             run_step(
                 client,
-                StepRun(
-                    image=builder.id,
-                    command=command,
-                    mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
-                            Mount(str(staging), "/out", read_only=False)],
-                ),
+                StepRun(image=builder.id, command=command, mounts=mounts),
                 console,
                 title="builder",
             )
@@ -115,7 +117,8 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
             cases = write_reference(staging, source.onnx, graph_info)
             check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
                                     external_params=external_params)
-            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params)
+            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
+                           tuning_digest=database and tuning.database_digest(database))
             artifact.write_sums(staging)
             final = dist / source.name
             artifact.publish(staging, final)
@@ -193,7 +196,7 @@ def params_file_name(name: str) -> str:
 
 
 def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int, *,
-                   external_params: bool = False) -> None:
+                   external_params: bool = False, tuning_digest: str | None = None) -> None:
     tool_versions = {k: v for k, v in images.image_versions(builder).items() if k != "inputs"}
     files = {
         name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
@@ -226,4 +229,8 @@ def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cas
         # ones made before external weights existed (no key means embedded).
         params = params_file_name(source.name)
         manifest["params"] = {"file": params, **files[params]}
+    if tuning_digest:
+        # Likewise only when a database was applied.
+        manifest["tuning"] = {"database": f"tuning/{source.name}/{tuning.TARGET_NAME}",
+                              "sha256": tuning_digest}
     (staging / artifact.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

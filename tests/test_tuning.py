@@ -1,0 +1,61 @@
+"""Tuning databases: found, hashed, applied by the build, reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wasmforge import tuning
+from wasmforge.errors import UserError
+
+
+def make_database(root, name="m"):
+    directory = tuning.database_dir(name, root)
+    directory.mkdir(parents=True)
+    for file in tuning.DATABASE_FILES:
+        (directory / file).write_text(f"{file}\n")
+    return directory
+
+
+def test_no_database_is_fine(tmp_path):
+    assert tuning.find_database("m", tmp_path) is None
+
+
+def test_incomplete_database_is_refused(tmp_path):
+    directory = make_database(tmp_path)
+    (directory / tuning.DATABASE_FILES[0]).unlink()
+    with pytest.raises(UserError, match="incomplete tuning database"):
+        tuning.find_database("m", tmp_path)
+
+
+def test_digest_covers_the_database_files_only(tmp_path):
+    directory = make_database(tmp_path)
+    digest = tuning.database_digest(directory)
+    (directory / "logs").mkdir()
+    (directory / "logs" / "run.log").write_text("times differ from run to run")
+    assert tuning.database_digest(directory) == digest
+    (directory / tuning.DATABASE_FILES[1]).write_text("another record\n")
+    assert tuning.database_digest(directory) != digest
+
+
+def test_bad_trials_are_refused():
+    with pytest.raises(UserError, match="--trials"):
+        tuning.tune("lenet-digits", None, None, trials=0, max_tasks=0)
+
+
+@pytest.mark.docker
+def test_tuned_build_applies_the_database_and_is_reproducible(tmp_path):
+    from wasmforge.build import build
+
+    root = tmp_path / "tuning"
+    database = tuning.tune("lenet-digits", None, None, trials=2, max_tasks=1, root=root)
+    assert tuning.find_database("lenet-digits", root) == database
+    sums = []
+    for run in ("first", "second"):
+        final = build(model="lenet-digits", dist=tmp_path / run, tuning_root=root)
+        manifest = json.loads((final / "manifest.json").read_text())
+        assert manifest["tuning"] == {"database": "tuning/lenet-digits/wasm32-simd128",
+                                      "sha256": tuning.database_digest(database)}
+        sums.append((final / "SHA256SUMS").read_bytes())
+    assert sums[0] == sums[1]

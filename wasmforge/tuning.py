@@ -1,0 +1,67 @@
+"""Tuning databases: `invoke tune` writes them, `invoke build` applies them.
+
+A database is a committed, pinned build input: MetaSchedule measures on this
+machine, so its records differ from run to run, and a build must not depend
+on a measurement. `tuning/<name>/wasm32-simd128/` holds the two JSON files of
+scripts/tune.py; when it exists, `invoke build` mounts it into the builder and
+the manifest records its sha256, so tuned builds stay reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from . import images
+from .container import Mount, StepRun, run_step
+from .errors import UserError
+from .hashing import sha256_bytes, sha256_file
+from .paths import ROOT
+
+TUNING = ROOT / "tuning"
+TARGET_NAME = "wasm32-simd128"
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def database_dir(name: str, root: Path = TUNING) -> Path:
+    return root / name / TARGET_NAME
+
+
+def find_database(name: str, root: Path = TUNING) -> Path | None:
+    """The model's database directory if it holds a complete database."""
+    directory = database_dir(name, root)
+    present = [(directory / f).is_file() for f in DATABASE_FILES]
+    if any(present) and not all(present):
+        raise UserError(f"{directory} has an incomplete tuning database; re-run `invoke tune`", 1)
+    return directory if all(present) else None
+
+
+def database_digest(directory: Path) -> str:
+    """One sha256 over the database files (logs and notes beside them do not count)."""
+    lines = "".join(f"{sha256_file(directory / f)}  {f}\n" for f in DATABASE_FILES)
+    return sha256_bytes(lines.encode())
+
+
+def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, max_tasks: int,
+         root: Path = TUNING, console: Console | None = None) -> Path:
+    """Run scripts/tune.py in the builder image; resumable: run again to continue."""
+    from .build import check_onnx, resolve_source
+
+    console = console or Console(stderr=True)
+    if trials < 1 or max_tasks < 0:
+        raise UserError("--trials must be >= 1 and --max-tasks >= 0")
+    source = resolve_source(model, onnx, name)
+    check_onnx(source.onnx)
+    client = images.docker_client()
+    builder = images.ensure_builder(client, console)
+    out = database_dir(source.name, root)
+    out.mkdir(parents=True, exist_ok=True)
+    command = ["python3", "/src/scripts/tune.py", "--onnx", "/in/model.onnx", "--out", "/out",
+               "--trials", str(trials), "--max-tasks", str(max_tasks)]
+    run_step(client, StepRun(image=builder.id, command=command,
+                             mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
+                                     Mount(str(out), "/out", read_only=False)]),
+             console, title="tune")
+    console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
+    return out
