@@ -93,18 +93,30 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
 /// The module's `main`: runs with the process's arguments and standard
 /// streams, prints a failure as one line and returns the exit code.
 pub fn main(model: &Model) -> i32 {
-    let args: Result<Vec<String>, _> =
-        std::env::args_os().skip(1).map(|a| a.into_string()).collect();
-    let result = match args {
-        Ok(args) => run(
+    exit_code(os_args().and_then(|args| {
+        run(
             model,
             &args,
             &mut std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
-        ),
-        Err(bad) => Err(Error::Usage(format!("argument {bad:?} is not valid UTF-8"))),
-    };
+        )
+    }))
+}
+
+/// The process arguments after the program name, which must be UTF-8.
+fn os_args() -> Result<Vec<String>, Error> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string()
+                .map_err(|bad| Error::Usage(format!("argument {bad:?} is not valid UTF-8")))
+        })
+        .collect()
+}
+
+/// 0, or the error's exit code after its one `error:` line on stderr.
+fn exit_code(result: Result<(), Error>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -251,10 +263,7 @@ fn write_output(
     result.map_err(|e| e.context(&context))
 }
 
-// Modules built with `--external-params` (below). Kept after everything
-// above, and out of `Model` and `run`, so that a module with embedded weights
-// compiles to exactly the same bytes as before external weights existed
-// (hence no new `use` lines at the top: they would move panic locations).
+// Modules built with `--external-params`.
 
 use crate::params::{self, ExternalParams};
 use crate::sha256;
@@ -272,10 +281,8 @@ pub fn main_external(
     external: &ExternalParams,
     kernels: &[(&str, KernelFn)],
 ) -> i32 {
-    let args: Result<Vec<String>, _> =
-        std::env::args_os().skip(1).map(|a| a.into_string()).collect();
-    let result = match args {
-        Ok(args) => run_external(
+    exit_code(os_args().and_then(|args| {
+        run_external(
             plan_json,
             external,
             kernels,
@@ -283,16 +290,8 @@ pub fn main_external(
             &mut std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
-        ),
-        Err(bad) => Err(Error::Usage(format!("argument {bad:?} is not valid UTF-8"))),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{}", error_line(&e));
-            e.exit_code()
-        }
-    }
+        )
+    }))
 }
 
 /// [`run`] for a module whose weights are read from `--params PATH`: the
