@@ -51,22 +51,28 @@ def image(c, rebuild=False, no_cache=False):
 
 @task(
     help={
-        "model": "a model from models.toml (see `invoke models`)",
-        "onnx": "path to your own ONNX file (instead of --model)",
-        "name": "name of the artifact (default: the model name or the file's stem)",
+        "model": "a model from models.toml (see `invoke models`); repeat to build several",
+        "onnx": "path to your own ONNX file (instead of --model); repeatable",
+        "onnx_dir": "build every *.onnx file in this directory (names: the file stems)",
+        "name": "name of the artifact (default: the model name or the file's stem; one model only)",
         "input_shape": "fix a dynamic input shape, NAME=1x3x224x224 (repeatable)",
+        "freeze": "bake an input into the graph: NAME=NUMBER or NAME=FILE.npy (repeatable)",
         "external_params": "keep the weights out of the .wasm: <name>.params.bin beside it "
                            "(in SHA256SUMS); the module then needs --params PATH",
     },
-    iterable=["input_shape"],
+    iterable=["model", "onnx", "input_shape", "freeze"],
 )
 @user_errors
-def build(c, model=None, onnx=None, name=None, input_shape=None, external_params=False):
-    """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS."""
-    from wasmforge.build import build as build_artifact
+def build(c, model=None, onnx=None, onnx_dir=None, name=None, input_shape=None, freeze=None,
+          external_params=False):
+    """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS.
 
-    build_artifact(model=model, onnx=onnx, name=name, input_shapes=tuple(input_shape or ()),
-                   external_params=external_params)
+    Several models (--model A --model B, --onnx-dir DIR) build in one builder
+    container, the Rust runtime compiled once."""
+    from wasmforge.build import build_batch
+
+    build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
+                input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params)
 
 
 @task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -21,17 +22,39 @@ DPKG = (b"libc6\t2.41-12+deb13u5\tamd64\n" b"llvm-19\t1:19.1.7-3+b1\tamd64\n"
         b"rustc\t1.85.1+dfsg1-1+deb13u1\tamd64\n" b"tzdata\t2025b-4\tall\n")
 
 
+class FakeContainer:
+    """A container that prints the dpkg listing and exits 0; records its removal."""
+
+    def __init__(self, client):
+        self.client, self.attrs = client, {"State": {"OOMKilled": False}}
+
+    def start(self):
+        pass
+
+    def logs(self, **_):
+        return iter([DPKG])
+
+    def wait(self):
+        return {"StatusCode": 0}
+
+    def reload(self):
+        pass
+
+    def remove(self, force=False):
+        self.client.removed += 1
+
+
 class FakeClient:
-    """Just what attest uses of docker-py: containers.run, images.get, version."""
+    """Just what attest uses of docker-py: containers.create, images.get, version."""
 
     def __init__(self, fail=False):
-        self.runs, self.fail = [], fail
-        self.containers = SimpleNamespace(run=self._run)
+        self.runs, self.fail, self.removed = [], fail, 0
+        self.containers = SimpleNamespace(create=self._create)
         self.images = SimpleNamespace(get=lambda ref: fake_image("sha256:" + "b" * 64, ref))
 
-    def _run(self, image, command, **kwargs):
+    def _create(self, image, command, **kwargs):
         self.runs.append((image, command, kwargs))
-        return DPKG
+        return FakeContainer(self)
 
     def version(self):  # called on every run (the dpkg listing may come from the cache)
         if self.fail:
@@ -145,7 +168,10 @@ def test_dpkg_listing_runs_once_per_image_id_without_network(tmp_path):
     assert len(client.runs) == 1
     image, command, kwargs = client.runs[0]
     assert image == BUILDER.id and command[0] == "dpkg-query"
-    assert kwargs == {"remove": True, "network_disabled": True}
+    # The project's one container class: no network, read-only, owner-labelled, removed.
+    assert kwargs["network_mode"] == "none" and kwargs["read_only"] and kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["labels"]["io.wasmforge.owner"].endswith(f":{os.getpid()}")
+    assert client.removed == 1
     attest.debian_packages(client, fake_image("sha256:" + "e" * 64, "other"))
     assert len(client.runs) == 2
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnx_models import with_unsupported_ops
+from tests.onnx_models import with_unsupported_ops
 from wasmforge import reference
 from wasmforge.build import load_case
 from wasmforge.paths import DIST, ROOT

@@ -6,8 +6,8 @@ import json
 
 import onnx
 import pytest
-import test_build
-from onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+from tests import test_build
+from tests.onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
 
 from wasmforge import check
 from wasmforge.errors import UserError

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from onnx_models import tiny_cnn, two_outputs
-from onnx_mutations import MUTATIONS, mutate
-from test_build import LENET_ONNX, assert_one_line_error, dist_listing, invoke
+from tests.onnx_models import tiny_cnn, two_outputs
+from tests.onnx_mutations import MUTATIONS, mutate
+from tests.test_build import LENET_ONNX, assert_one_line_error, dist_listing, invoke
 
 from wasmforge import artifact
 from wasmforge.errors import UserError

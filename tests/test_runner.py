@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import wasmtime
-from test_build import assert_one_line_error, invoke
+from tests.test_build import assert_one_line_error, invoke
 
 from wasmforge.errors import UserError
 from wasmforge.run import parse_limits

@@ -231,8 +231,11 @@ def debian_packages(client, image) -> list[tuple[str, str, str]]:
     cache = CACHE / "attest"
     path = cache / f"dpkg-{image.id.split(':')[-1]}.tsv"
     if not path.is_file():
-        out = client.containers.run(image.id, ["dpkg-query", "-W", "-f", DPKG_FORMAT],
-                                    remove=True, network_disabled=True)
+        from .container import Container, listing_profile
+
+        with Container(client, image.id, ["dpkg-query", "-W", "-f", DPKG_FORMAT],
+                       profile=listing_profile(), title="dpkg-query") as container:
+            out = container.output()
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_bytes(out)

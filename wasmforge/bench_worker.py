@@ -15,7 +15,7 @@ Steps:
   wasm          deserialize the precompiled module and run it (`--repeat`)
   tvm-compile   ONNX -> Relax (as for the wasm build) -> kernels for the host
                 CPU, exported as a shared library with the plan and params
-  tvm-native    load that library and run the plan with scripts/native_plan.py
+  tvm-native    load that library and run the plan with compiler/native_plan.py
 
 Progress goes to stdout as lines starting with EVENT_PREFIX and a JSON
 object; anything else a library prints is ignored by the parent. An expected
@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 EVENT_PREFIX = "@bench-event "
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
 
 
 class StepError(Exception):
@@ -106,11 +104,6 @@ def load_inputs(paths: list[str]) -> list[np.ndarray]:
 def save_outputs(out_dir: Path, outputs) -> None:
     for index, array in enumerate(outputs):
         np.save(out_dir / f"output{index}.npy", np.asarray(array), allow_pickle=False)
-
-
-def _import_scripts():
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
 
 
 def _import_tvm():
@@ -268,16 +261,16 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
 
 def _lower_for_host(request: dict):
     """The plan and kernels exactly as the wasm build derives them, kernels built for the host."""
-    _import_scripts()
-    import build_graph_lib
-    import native_plan
-    from plan import derive_plan
+    from .compiler import native_plan
+    from .compiler.frontend import graph_inputs, load_onnx
+    from .compiler.graph_lib import lower
+    from .compiler.plan import derive_plan
 
-    model = build_graph_lib.load_onnx(Path(request["onnx"]))
+    model = load_onnx(Path(request["onnx"]))
     overrides = {i["name"]: list(i["shape"]) for i in request["graph_inputs"]}
-    inputs = build_graph_lib.graph_inputs(model, overrides)
+    inputs = graph_inputs(model, overrides)
     emit(kind="phase", text="lowering with TVM Relax")
-    mod, _ = build_graph_lib.lower(model, inputs)
+    mod, _ = lower(model, inputs)
     plan, params = derive_plan(mod["main"], request["name"], [i["name"] for i in inputs],
                                [o.name for o in model.graph.output])
     emit(kind="phase", text="compiling kernels for the host CPU")
@@ -321,8 +314,7 @@ def step_tvm_compile(request: dict, out_dir: Path) -> dict:
 def step_tvm_native(request: dict, out_dir: Path) -> dict:
     os.environ["TVM_NUM_THREADS"] = "1"  # before the runtime starts its pool
     tvm = _import_tvm()
-    _import_scripts()
-    import native_plan
+    from .compiler import native_plan
 
     inputs = load_inputs(request["inputs"])
     baseline = peak_rss_bytes()

@@ -1,16 +1,19 @@
-"""`invoke build`: a registry model or an ONNX file -> `dist/<name>/`.
+"""`invoke build`: registry models or ONNX files -> `dist/<name>/`.
 
-1. resolve the model to a local, hash-checked ONNX file (host);
+1. resolve each model to a local, hash-checked, vetted ONNX file (source.py);
 2. make sure the builder image exists (bootstrapping the base if needed);
-3. in the builder container: kernels, plan, params, cargo build -> `.wasm`;
-4. on the host: reference inputs/outputs from onnxruntime, a check of the
-   `.wasm` against them under wasmtime, the manifest and SHA256SUMS;
-5. rename the staging directory into place. Any failure before that leaves the
+3. one builder container for all of them (`python -m wasmforge.compiler build`
+   on one request): kernels, plan, params, cargo build -> one `.wasm` each,
+   the Rust runtime compiled once;
+4. on the host, per model: reference inputs/outputs from onnxruntime, a check
+   of the `.wasm` against them under wasmtime, the manifest and SHA256SUMS;
+5. rename each staging directory into place. Any failure before that leaves the
    previous `dist/<name>/` untouched and removes the staging directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -21,128 +24,227 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from . import __version__, artifact, attest, buildlock, images, reference, tuning
-from .container import Mount, StepRun, run_step
+from . import __version__, artifact, buildlock, images, reference, tuning
+from .compiler.request import BuildRequest, JobResult, ModelJob
+from .container import Mount, run_step
 from .errors import UserError
-from .fetch import model_path
+from .freeze import frozen_array
 from .hashing import sha256_file
 from .paths import DIST, ROOT
 from .reference import load_case  # lives there so the smoke image can import it
-from .registry import check_model_name, get_model
 from .runner import PARAMS_SUFFIX, WasmModel, WasmRunError
+from .source import Source, resolve_source, vet
 
 REFERENCE_CASES = 3
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass
-class Source:
-    """The model to build, resolved to a local ONNX file."""
+class Outcome:
+    """One model of a build: where it was published, or why not."""
 
     name: str
-    onnx: Path
-    description: dict  # what the manifest records about where it came from
-    # NAME=1x3x224x224 specs: the registry's static shapes fix dynamic dims
-    # (e.g. the zoo's batch N) of registry models.
-    input_shapes: tuple[str, ...] = ()
-
-
-def resolve_source(model: str | None, onnx: str | None, name: str | None) -> Source:
-    if bool(model) == bool(onnx):
-        raise UserError("give exactly one of --model NAME or --onnx PATH")
-    if model:
-        spec = get_model(model)
-        if name:
-            check_model_name(name)
-        path = model_path(spec)
-        shapes = tuple(f"{t.name}={'x'.join(map(str, t.shape))}" for t in spec.inputs)
-        return Source(name or spec.name, path, {"registry": spec.name, "sha256": spec.sha256},
-                      shapes)
-    path = Path(onnx)
-    if not path.is_file():
-        raise UserError(f"no such file: {onnx}")
-    final_name = name or path.stem
-    check_model_name(final_name)
-    return Source(final_name, path.resolve(), {"file": path.name, "sha256": sha256_file(path)})
-
-
-def check_onnx(path: Path) -> None:
-    """Fail fast, before any container starts, on broken or hostile ONNX files."""
-    from .onnx_guard import inspect_onnx
-
-    inspect_onnx(path)
+    path: Path | None = None
+    error: UserError | None = None
+    seconds: float = 0.0
 
 
 def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
-          input_shapes: tuple[str, ...] = (), external_params: bool = False, dist: Path = DIST,
+          input_shapes=(), freeze=(), external_params: bool = False, dist: Path = DIST,
           tuning_root: Path = tuning.TUNING, console: Console | None = None) -> Path:
     """Build `dist/<name>/`. With `external_params` the weights are not embedded in
     `<name>.wasm` but written beside it as `<name>.params.bin` (in SHA256SUMS and
     the manifest); the module then takes `--params PATH` and checks the file."""
-    console = console or Console(stderr=True)
-    started = time.monotonic()
-    started_on = datetime.now(timezone.utc)
-    source = resolve_source(model, onnx, name)
-    check_onnx(source.onnx)
-    console.print(f"[bold]building {source.name}[/] from {source.onnx.name}")
+    source = resolve_source(model, onnx, name, input_shapes=input_shapes, freeze=freeze)
+    (outcome,) = build_many([source], external_params=external_params, dist=dist,
+                            tuning_root=tuning_root, console=console)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.path
 
+
+def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_shapes=(), freeze=(),
+                external_params: bool = False, dist: Path = DIST, console: Console | None = None) -> list[Outcome]:
+    """`invoke build`: one model, or several in one builder container. Raises the
+    model's own error for one model; for several, reports each and fails at the end."""
+    requests = [(m, None) for m in models] + [(None, str(f)) for f in onnx_files]
+    if onnx_dir is not None:
+        directory = Path(onnx_dir)
+        if not directory.is_dir():
+            raise UserError(f"no such directory: {onnx_dir}")
+        found = sorted(directory.glob("*.onnx"))
+        if not found:
+            raise UserError(f"{onnx_dir} holds no .onnx file")
+        requests += [(None, str(f)) for f in found]
+    if not requests:
+        raise UserError("give --model NAME, --onnx PATH or --onnx-dir DIR")
+    if len(requests) == 1:
+        model, onnx = requests[0]
+        path = build(model, onnx, name, input_shapes=input_shapes, freeze=freeze,
+                     external_params=external_params, dist=dist, console=console)
+        return [Outcome(path.name, path)]
+    if name:
+        raise UserError("--name names one artifact; it cannot be used with several models")
+    sources = [resolve_source(m, f, None, input_shapes=input_shapes, freeze=freeze) for m, f in requests]
+    outcomes = build_many(sources, external_params=external_params, dist=dist, console=console)
+    failed = [o for o in outcomes if o.error is not None]
+    console = console or Console(stderr=True)
+    console.print(f"[bold]{len(outcomes) - len(failed)} of {len(outcomes)} built[/]", highlight=False)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(outcomes)} models failed: "
+                        + ", ".join(o.name for o in failed), 1)
+    return outcomes
+
+
+def build_many(sources: list[Source], *, external_params: bool = False, dist: Path = DIST,
+               tuning_root: Path = tuning.TUNING, console: Console | None = None) -> list[Outcome]:
+    """Build every source in one builder container; one `Outcome` per source, in order.
+
+    A model that fails does not stop the others; each artifact is byte-identical
+    to the one a build of that model alone makes."""
+    console = console or Console(stderr=True)
+    started_on = datetime.now(timezone.utc)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"two models would both be built as dist/{dup[0]}/; give them different names")
+    sources = [vet(s) for s in sources]
+    for source in sources:
+        console.print(f"[bold]building {source.name}[/] from {source.onnx.name}", highlight=False)
     client = images.docker_client()
     builder = images.ensure_builder(client, console)
-
-    # One build of a name at a time; then clear what killed builds left.
-    with buildlock.model_lock(dist, source.name, console):
-        buildlock.clean_leftovers(dist, source.name, console, client)
-        staging = artifact.staging_dir(dist, source.name)
+    outcomes: list[Outcome] = []
+    with contextlib.ExitStack() as stack:
+        # One build of a name at a time (sorted: two batches cannot deadlock);
+        # then clear what killed builds left.
+        for name in sorted(names):
+            stack.enter_context(buildlock.model_lock(dist, name, console))
+        stagings: dict[str, Path] = {}
         try:
-            command = ["python3", "/src/scripts/build_module.py", "--onnx", "/in/model.onnx",
-                       "--name", source.name, "--out", "/out"]
-            for spec in input_shapes or source.input_shapes:
-                command += ["--input-shape", spec]
-            if external_params:
-                command.append("--external-params")
-            mounts = [Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
-                      Mount(str(staging), "/out", read_only=False)]
-            database = tuning.find_database(source.name, tuning_root)
-            if database is not None:
-                console.print(f"applying tuning database {database}")
-                mounts.append(Mount(str(database), "/tuning"))
-                command += ["--tuning-db", "/tuning"]
-            run_step(
-                client,
-                StepRun(image=builder.id, command=command, mounts=mounts),
-                console,
-                title="builder",
-            )
-            graph_info = json.loads((staging / "graph-info.json").read_text())
-            (staging / "graph-info.json").unlink()
-            cases = write_reference(staging, source.onnx, graph_info)
-            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
-                                    external_params=external_params)
-            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
-                           tuning_digest=database and tuning.database_digest(database))
-            artifact.write_sums(staging)
-            final = dist / source.name
-            artifact.publish(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        # Outside dist/<name>/ (it names image ids and times, which differ between
-        # two otherwise identical builds): dist/<name>.attestations/.
-        attest.write_attestations(final, client=client, builder_image=builder,
-                                  command=attest.command_line(), started=started_on,
-                                  finished=datetime.now(timezone.utc))
-    console.print(f"[bold green]built[/] {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}"
-                  f" in {time.monotonic() - started:.1f} s")
+            for source in sources:
+                buildlock.clean_leftovers(dist, source.name, console, client)
+                stagings[source.name] = artifact.staging_dir(dist, source.name)
+            jobs, mounts, databases = _jobs(sources, stagings, external_params, tuning_root, console)
+            command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
+            step = run_step(client, builder.id, command, mounts, console, title="builder",
+                            environment={"PYTHONPATH": "/src"})
+            results = {r.name: r for r in step.results}
+            for source in sources:
+                t0 = time.monotonic()
+                outcome = Outcome(source.name)
+                try:
+                    outcome.path = _finish(source, results.get(source.name), stagings.pop(source.name),
+                                           dist, builder, console, external_params, databases[source.name])
+                except UserError as exc:
+                    outcome.error = exc
+                    console.print(f"[bold red]failed[/] {source.name}: {exc}", highlight=False)
+                outcome.seconds = time.monotonic() - t0
+                outcomes.append(outcome)
+        finally:
+            for staging in stagings.values():
+                shutil.rmtree(staging, ignore_errors=True)
+    _attest(outcomes, client, builder, started_on, console)
+    return outcomes
+
+
+def _jobs(sources, stagings, external_params, tuning_root, console):
+    """The request's jobs and every mount they need (container paths are fixed)."""
+    mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(ROOT / "rust_app"), "/src/rust_app")]
+    jobs, databases = [], {}
+    for index, source in enumerate(sources):
+        base = f"/in/{index}"
+        mounts.append(Mount(str(source.onnx), f"{base}/model.onnx"))
+        for location in source.external_data:
+            mounts.append(Mount(str(source.onnx.parent / location), f"{base}/{location}"))
+        frozen = {}
+        for k, (input_name, entry) in enumerate(sorted(source.frozen.items())):
+            if "npy" in entry:
+                mounts.append(Mount(entry["npy"], f"{base}/frozen{k}.npy"))
+                entry = {"npy": f"{base}/frozen{k}.npy"}
+            frozen[input_name] = entry
+        out = f"/out/{index}"
+        mounts.append(Mount(str(stagings[source.name]), out, read_only=False))
+        database = tuning.find_database(source.name, tuning_root)
+        databases[source.name] = database
+        tuning_db = None
+        if database is not None:
+            console.print(f"applying tuning database {database}")
+            tuning_db = f"/tuning/{index}"
+            mounts.append(Mount(str(database), tuning_db))
+        jobs.append(ModelJob(name=source.name, onnx=f"{base}/model.onnx", out=out,
+                             input_shapes=source.input_shapes, frozen=frozen,
+                             external_params=external_params, tuning_db=tuning_db))
+    return jobs, mounts, databases
+
+
+def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path, builder, console,
+            external_params: bool, database: Path | None) -> Path:
+    """Check one compiled model against onnxruntime and publish it."""
+    try:
+        if result is None:
+            raise UserError(f"the builder reported nothing for {source.name}", 1)
+        if result.error is not None:
+            raise UserError(result.error, result.exit_code or 1)
+        graph_info = result.graph
+        frozen = _frozen_values(source)
+        cases = write_reference(staging, source.onnx, graph_info, frozen)
+        check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
+                                external_params=external_params)
+        write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
+                       tuning_digest=database and tuning.database_digest(database))
+        artifact.write_sums(staging)
+        final = dist / source.name
+        artifact.publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shown = final.relative_to(ROOT) if final.is_relative_to(ROOT) else final
+    console.print(f"[bold green]built[/] {shown}", highlight=False)
     return final
 
 
-def write_reference(staging: Path, onnx_path: Path, graph_info: dict) -> int:
+def _frozen_values(source: Source) -> dict[str, np.ndarray]:
+    """The frozen inputs as onnxruntime must see them (the input's declared dtype)."""
+    if not source.frozen:
+        return {}
+    import onnx
+
+    from .compiler.frontend import declared_dim
+
+    model = onnx.load(str(source.onnx), load_external_data=False)
+    declared = {v.name: v for v in model.graph.input}
+    values = {}
+    for name, entry in source.frozen.items():
+        if name not in declared:
+            raise UserError(f"--freeze {name}: the model has no input named '{name}'")
+        tensor_type = declared[name].type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        shape = [declared_dim(d) for d in tensor_type.shape.dim]
+        values[name] = frozen_array(entry, dtype, source.input_shapes.get(name, shape))
+    return values
+
+
+def _attest(outcomes: list[Outcome], client, builder, started_on, console) -> None:
+    # Outside dist/<name>/ (it names image ids and times, which differ between
+    # two otherwise identical builds): dist/<name>.attestations/.
+    from . import attest
+
+    for outcome in outcomes:
+        if outcome.path is not None:
+            attest.write_attestations(outcome.path, client=client, builder_image=builder,
+                                      command=attest.command_line(), started=started_on,
+                                      finished=datetime.now(timezone.utc))
+
+
+def write_reference(staging: Path, onnx_path: Path, graph_info: dict,
+                    frozen: dict[str, np.ndarray] | None = None) -> int:
     """Seeded inputs and onnxruntime's outputs, kept with the artifact for smoke tests."""
     all_inputs = [reference.seeded_inputs(graph_info["inputs"], seed=case) for case in range(REFERENCE_CASES)]
     # A model TVM took but onnxruntime refuses (e.g. an opset it has no kernel
     # for) is the input's fault: one line and exit code 2, not a traceback.
     try:
         sess = reference.session(onnx_path)
-        all_outputs = [reference.run_reference(sess, inputs) for inputs in all_inputs]
+        all_outputs = [reference.run_reference(sess, inputs, frozen) for inputs in all_inputs]
     except Exception as exc:  # onnxruntime raises its own error classes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"onnxruntime cannot run {onnx_path.name}: {first}") from None
@@ -229,6 +331,11 @@ def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cas
         # ones made before external weights existed (no key means embedded).
         params = params_file_name(source.name)
         manifest["params"] = {"file": params, **files[params]}
+    if source.frozen:
+        # Likewise only when inputs were frozen: their values, or the .npy's sha256.
+        manifest["frozen"] = {name: {"value": entry["value"]} if "value" in entry
+                              else {"sha256": sha256_file(Path(entry["npy"]))}
+                              for name, entry in sorted(source.frozen.items())}
     if tuning_digest:
         # Likewise only when a database was applied.
         manifest["tuning"] = {"database": f"tuning/{source.name}/{tuning.TARGET_NAME}",

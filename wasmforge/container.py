@@ -1,7 +1,17 @@
-"""Run one step in a container with the docker SDK, streaming its log.
+"""Every container the project starts: one `Container` class, one settings profile per use.
 
-The container is always removed afterwards, also when the step fails or the
-user presses Ctrl-C, so no stopped containers pile up.
+A `Container` is a context manager: it creates the container on entry (with the
+owner labels that let `buildlock` remove containers whose process died), streams
+its output line by line, and removes it on exit whatever happened (an error,
+Ctrl-C), so no stopped containers pile up. A wall-clock limit kills it from
+outside if it runs too long.
+
+Profiles:
+- `builder_profile`: a compiler step in the builder image (no network, the
+  caller's uid, scratch tmpfs at /tmp and /work);
+- `smoke_profile`: the locked-down smoke test (read-only root, no network,
+  uid 1000 without capabilities, memory/CPU/pid limits);
+- `listing_profile`: a short read-only query of an image (e.g. its packages).
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import codecs
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,82 +27,169 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.text import Text
 
+from .compiler.request import RESULT_PREFIX, STEP_PREFIX, JobResult
 from .errors import UserError
 
-# Lines the in-container scripts print to mark a step, e.g. "==> graph".
-STEP_PREFIX = "==> "
-# Every step container carries these labels: the step's title, and the host and
-# pid of the process that will remove it (buildlock removes those whose process
-# died without doing so).
+# Every container carries these labels: its title, and the host and pid of the
+# process that will remove it (buildlock removes those whose process died
+# without doing so).
 STEP_LABEL = "io.wasmforge.step"
 OWNER_LABEL = "io.wasmforge.owner"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Mount:
     host: str
     container: str
     read_only: bool = True
 
 
+@dataclass(frozen=True)
+class Profile:
+    """docker-py `containers.create` settings shared by every container of one kind."""
+
+    settings: dict
+    wall_limit: float | None = None  # seconds, then the container is killed
+
+
+def builder_profile() -> Profile:
+    return Profile({
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "network_disabled": True,
+        "network_mode": "none",
+        "working_dir": "/work",
+        "tmpfs": {"/tmp": "rw,exec,mode=1777", "/work": "rw,exec,mode=1777"},
+    })
+
+
+def smoke_profile() -> Profile:
+    return Profile({
+        "user": "smoke",  # uid 1000 from docker/smoke/Dockerfile
+        "network_mode": "none",  # only a loopback interface
+        "read_only": True,
+        # The only writable place: Python's and the runner's temp dirs (the
+        # module's /io). noexec: nothing in it is meant to be executed.
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=64m"},
+        "mem_limit": "2g",
+        "memswap_limit": "2g",  # equal to mem_limit: no swap to spill into
+        "nano_cpus": 2_000_000_000,  # two CPUs
+        "pids_limit": 64,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }, wall_limit=1800.0)  # a backstop: the runner's per-run limit fires first
+
+
+def listing_profile() -> Profile:
+    return Profile({"network_disabled": True, "network_mode": "none", "read_only": True,
+                    "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}, wall_limit=300.0)
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Container:
+    """One container: `with Container(...) as c: for line in c.lines(): ...; c.exit_code`."""
+
+    def __init__(self, client, image: str, command: list[str], *, profile: Profile, title: str,
+                 mounts: list[Mount] = (), environment: dict[str, str] | None = None):
+        self.client, self.image, self.command = client, image, command
+        self.profile, self.title = profile, title
+        self.mounts, self.environment = list(mounts), dict(environment or {})
+        self.exit_code: int | None = None
+        self.oom_killed = False
+        self.timed_out = False
+        self._container = None
+        self._killer: threading.Timer | None = None
+
+    def create_kwargs(self) -> dict:
+        settings = dict(self.profile.settings)
+        settings["volumes"] = {m.host: {"bind": m.container, "mode": "ro" if m.read_only else "rw"}
+                               for m in self.mounts}
+        settings["environment"] = self.environment
+        settings["labels"] = {STEP_LABEL: self.title, OWNER_LABEL: owner_label()}
+        return settings
+
+    def __enter__(self) -> "Container":
+        self._container = self.client.containers.create(self.image, self.command, detach=True,
+                                                        **self.create_kwargs())
+        return self
+
+    def lines(self) -> Iterator[str]:
+        """Start the container and yield its output (stdout and stderr) line by line;
+        afterwards `exit_code` and `oom_killed` are set."""
+        self._container.start()
+        if self.profile.wall_limit:
+            self._killer = threading.Timer(self.profile.wall_limit, self._kill)
+            self._killer.daemon = True
+            self._killer.start()
+        yield from follow_lines(self._container)
+        self.exit_code = self._container.wait().get("StatusCode", 1)
+        self._container.reload()
+        self.oom_killed = bool(self._container.attrs["State"].get("OOMKilled"))
+
+    def output(self) -> bytes:
+        """Start, wait, and return stdout (for short queries); raises UserError on failure."""
+        out = [line for line in self.lines()]
+        if self.exit_code != 0:
+            raise UserError(f"{self.title} failed with exit code {self.exit_code}", exit_code=1)
+        return ("\n".join(out) + "\n").encode() if out else b""
+
+    def _kill(self) -> None:
+        self.timed_out = True
+        try:
+            self._container.kill()
+        except Exception:  # noqa: BLE001 - it exited meanwhile
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if self._killer is not None:
+            self._killer.cancel()
+        if self._container is not None:
+            self._container.remove(force=True)
+
+
 @dataclass
-class StepRun:
-    image: str
-    command: list[str]
-    mounts: list[Mount]
-    environment: dict[str, str] = field(default_factory=dict)
-    network: bool = False
-    workdir: str = "/work"
+class StepOutput:
+    lines: list[str] = field(default_factory=list)
+    results: list[JobResult] = field(default_factory=list)
 
 
-def run_step(client, step: StepRun, console: Console, title: str) -> list[str]:
-    """Run `step`, echo its output, and return the output lines.
+def run_step(client, image: str, command: list[str], mounts: list[Mount], console: Console,
+             title: str, environment: dict[str, str] | None = None) -> StepOutput:
+    """Run one builder step, echo its output with step timings, and collect its result lines.
 
     A non-zero exit raises UserError carrying the step's own `error:` line when
     it printed one (exit code 2: the input is at fault) or the log tail.
     """
-    volumes = {
-        m.host: {"bind": m.container, "mode": "ro" if m.read_only else "rw"} for m in step.mounts
-    }
-    container = client.containers.create(
-        step.image,
-        step.command,
-        volumes=volumes,
-        environment=step.environment,
-        working_dir=step.workdir,
-        user=f"{os.getuid()}:{os.getgid()}",
-        network_disabled=not step.network,
-        network_mode=None if step.network else "none",
-        labels={STEP_LABEL: title, OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
-        tmpfs={"/tmp": "rw,exec,mode=1777", "/work": "rw,exec,mode=1777"},
-        detach=True,
-    )
-    lines: list[str] = []
-    started = time.monotonic()
-    step_started = started
-    try:
-        container.start()
-        for line in follow_lines(container):
-            lines.append(line)
+    output = StepOutput()
+    started = step_started = time.monotonic()
+    with Container(client, image, command, profile=builder_profile(), title=title, mounts=mounts,
+                   environment=environment) as container:
+        for line in container.lines():
+            result = JobResult.parse(line)
+            if result is not None:
+                output.results.append(result)
+                continue
+            output.lines.append(line)
             if line.startswith(STEP_PREFIX):
                 now = time.monotonic()
                 console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
-                              f"  [dim](+{now - step_started:.1f} s)[/]")
+                              f"  [dim](+{now - step_started:.1f} s)[/]", highlight=False)
                 step_started = now
+            elif line.startswith("warning: "):
+                console.print(Text(line, style="yellow"), highlight=False)
             else:
                 console.print(Text(f"  {line}", style="dim"), highlight=False)
-        status = container.wait()
-    finally:
-        container.remove(force=True)
-    code = status.get("StatusCode", 1)
+    code = container.exit_code
     if code != 0:
-        errors = [ln[len("error: "):] for ln in lines if ln.startswith("error: ")]
+        errors = [ln[len("error: "):] for ln in output.lines if ln.startswith("error: ")]
         if errors:
             raise UserError(errors[-1], exit_code=2 if code == 2 else 1)
-        tail = " | ".join(ln.strip() for ln in lines[-5:] if ln.strip())
+        tail = " | ".join(ln.strip() for ln in output.lines[-5:] if ln.strip())
         raise UserError(f"{title} failed with exit code {code}: {tail}", exit_code=1)
     console.print(f"[bold green]{title}[/] done in {time.monotonic() - started:.1f} s")
-    return lines
+    return output
 
 
 def follow_lines(container) -> Iterator[str]:

@@ -121,6 +121,17 @@ def _all_graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
         stack.extend(_subgraphs(graph.node))
 
 
+def external_data_files(model: onnx.ModelProto) -> list[str]:
+    """The external-data locations (relative to the model's directory) of a model
+    that `inspect_onnx` accepted, sorted and without duplicates."""
+    locations = set()
+    for tensor in _all_tensors(model):
+        if tensor.data_location == TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            locations.add(info["location"])
+    return sorted(locations)
+
+
 def _all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
     """Every TensorProto whose data the model carries: initializers and attributes."""
     nodes = [n for f in model.functions for n in f.node]
@@ -236,9 +247,11 @@ def _check_declared(path: Path, info: onnx.ValueInfoProto) -> None:
         return
     tensor_type = info.type.tensor_type
     dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
-    if any(d < 0 for d in dims):
+    # -1 is how some exporters (paddle2onnx) write a dynamic dimension, as
+    # onnxruntime reads it too; anything below is nonsense.
+    if any(d < -1 for d in dims):
         _refuse(path, f"{_show(info.name)} declares a negative dimension {dims}")
-    nbytes = _nbytes(dims, tensor_type.elem_type)
+    nbytes = _nbytes([d for d in dims if d >= 0], tensor_type.elem_type)
     if nbytes > MAX_TENSOR_BYTES:
         _refuse(path, f"{_show(info.name)} declares {nbytes} bytes; wasm32 addresses at most 4 GiB")
 

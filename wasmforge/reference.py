@@ -47,9 +47,12 @@ def seeded_inputs(inputs: list[dict], seed: int) -> list[np.ndarray]:
     return arrays
 
 
-def run_reference(sess, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    names = [i.name for i in sess.get_inputs()]
-    return sess.run(None, dict(zip(names, inputs)))
+def run_reference(sess, inputs: list[np.ndarray], frozen: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """onnxruntime's outputs for `inputs` (in the session's input order, skipping the
+    `frozen` ones, which are fed by name: the inputs a build baked into the graph)."""
+    frozen = frozen or {}
+    names = [i.name for i in sess.get_inputs() if i.name not in frozen]
+    return sess.run(None, {**dict(zip(names, inputs)), **frozen})
 
 
 def load_case(directory: Path, case: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

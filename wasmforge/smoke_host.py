@@ -4,22 +4,20 @@ The container is locked down: no network, a read-only root file system, an
 unprivileged user without capabilities, and caps on memory, CPU and process
 count. It sees only the artifact and the wasmforge package, both read-only (the
 package is mounted rather than copied in, so the image tag does not depend on
-the runner's code). `container_settings` is the one place these are set: the
-docker tests probe them from inside a container started with the very same.
+the runner's code). `container.smoke_profile` is the one place these are set:
+the docker tests probe them from inside a container started with the very same.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors
 from rich.console import Console
 
 from . import images
-from .container import follow_lines
+from .container import Container, Mount, smoke_profile
 from .errors import UserError
 from .paths import DIST
 from .registry import check_model_name
@@ -29,33 +27,20 @@ ARTIFACT_MOUNT = "/artifact"
 PACKAGE_MOUNT = "/opt/wasmforge"  # on PYTHONPATH; the package is mounted at .../wasmforge
 PYTHON = "/opt/venv/bin/python"
 SMOKE_COMMAND = [PYTHON, "-m", "wasmforge.smoke", ARTIFACT_MOUNT]
-# A backstop for the whole container; the runner's per-run time limit should
-# always fire first.
-WALL_LIMIT = 1800.0
+
+
+def smoke_container(client, image, artifact: Path, command: list[str]) -> Container:
+    """The locked-down smoke container for `artifact`, running `command` (not started yet)."""
+    mounts = [Mount(str(artifact.resolve()), ARTIFACT_MOUNT),
+              Mount(str(PACKAGE_DIR), f"{PACKAGE_MOUNT}/wasmforge")]
+    return Container(client, image.id if hasattr(image, "id") else image, command, profile=smoke_profile(),
+                     title="smoke", mounts=mounts,
+                     environment={"PYTHONPATH": PACKAGE_MOUNT, "PYTHONUNBUFFERED": "1"})
 
 
 def container_settings(artifact: Path) -> dict:
-    """docker-py `containers.create` keyword arguments for every smoke container."""
-    return {
-        "user": "smoke",  # uid 1000 from docker/smoke/Dockerfile
-        "network_mode": "none",  # only a loopback interface
-        "read_only": True,
-        # The only writable place: Python's and the runner's temp dirs (the
-        # module's /io). noexec: nothing in it is meant to be executed.
-        "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=64m"},
-        "volumes": {
-            str(artifact.resolve()): {"bind": ARTIFACT_MOUNT, "mode": "ro"},
-            str(PACKAGE_DIR): {"bind": f"{PACKAGE_MOUNT}/wasmforge", "mode": "ro"},
-        },
-        "environment": {"PYTHONPATH": PACKAGE_MOUNT, "PYTHONUNBUFFERED": "1"},
-        "mem_limit": "2g",
-        "memswap_limit": "2g",  # equal to mem_limit: no swap to spill into
-        "nano_cpus": 2_000_000_000,  # two CPUs
-        "pids_limit": 64,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "labels": {"io.wasmforge.step": "smoke"},
-    }
+    """docker-py `containers.create` keyword arguments of every smoke container."""
+    return smoke_container(None, "", artifact, []).create_kwargs()
 
 
 @dataclass
@@ -68,31 +53,13 @@ class ContainerResult:
 def run_container(client, image, artifact: Path, command: list[str], on_line=None) -> ContainerResult:
     """Run `command` in the locked-down smoke container, streaming its output to
     `on_line`; the container is removed afterwards whatever happens."""
-    container = client.containers.create(image.id, command, detach=True, **container_settings(artifact))
-    killer = threading.Timer(WALL_LIMIT, _kill_quietly, [container])
-    killer.daemon = True
     lines: list[str] = []
-    try:
-        container.start()
-        killer.start()
-        for line in follow_lines(container):
+    with smoke_container(client, image, artifact, command) as container:
+        for line in container.lines():
             lines.append(line)
             if on_line is not None:
                 on_line(line)
-        code = container.wait().get("StatusCode", 1)
-        container.reload()
-        oom = bool(container.attrs["State"].get("OOMKilled"))
-    finally:
-        killer.cancel()
-        container.remove(force=True)
-    return ContainerResult(code, lines, oom)
-
-
-def _kill_quietly(container) -> None:
-    try:
-        container.kill()
-    except docker.errors.APIError:  # it exited meanwhile
-        pass
+    return ContainerResult(container.exit_code, lines, container.oom_killed)
 
 
 def _echo(line: str) -> None:

@@ -3,7 +3,7 @@
 A database is a committed, pinned build input: MetaSchedule measures on this
 machine, so its records differ from run to run, and a build must not depend
 on a measurement. `tuning/<name>/wasm32-simd128/` holds the two JSON files of
-scripts/tune.py; when it exists, `invoke build` mounts it into the builder and
+wasmforge/compiler/tune.py; when it exists, `invoke build` mounts it into the builder and
 the manifest records its sha256, so tuned builds stay reproducible.
 """
 
@@ -14,12 +14,13 @@ from pathlib import Path
 from rich.console import Console
 
 from . import images
-from .container import Mount, StepRun, run_step
+from .container import Mount, run_step
 from .errors import UserError
 from .hashing import sha256_bytes, sha256_file
 from .paths import ROOT
 
 TUNING = ROOT / "tuning"
+PACKAGE_DIR = Path(__file__).resolve().parent
 TARGET_NAME = "wasm32-simd128"
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
@@ -45,23 +46,21 @@ def database_digest(directory: Path) -> str:
 
 def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, max_tasks: int,
          root: Path = TUNING, console: Console | None = None) -> Path:
-    """Run scripts/tune.py in the builder image; resumable: run again to continue."""
-    from .build import check_onnx, resolve_source
+    """Run the compiler's tuner in the builder image; resumable: run again to continue."""
+    from .source import resolve_source, vet
 
     console = console or Console(stderr=True)
     if trials < 1 or max_tasks < 0:
         raise UserError("--trials must be >= 1 and --max-tasks >= 0")
-    source = resolve_source(model, onnx, name)
-    check_onnx(source.onnx)
+    source = vet(resolve_source(model, onnx, name))
     client = images.docker_client()
     builder = images.ensure_builder(client, console)
     out = database_dir(source.name, root)
     out.mkdir(parents=True, exist_ok=True)
-    command = ["python3", "/src/scripts/tune.py", "--onnx", "/in/model.onnx", "--out", "/out",
+    command = ["python3", "-m", "wasmforge.compiler", "tune", "--onnx", "/in/model.onnx", "--out", "/out",
                "--trials", str(trials), "--max-tasks", str(max_tasks)]
-    run_step(client, StepRun(image=builder.id, command=command,
-                             mounts=[Mount(str(ROOT), "/src"), Mount(str(source.onnx), "/in/model.onnx"),
-                                     Mount(str(out), "/out", read_only=False)]),
-             console, title="tune")
+    mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(source.onnx), "/in/model.onnx"),
+              Mount(str(out), "/out", read_only=False)]
+    run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"})
     console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
     return out

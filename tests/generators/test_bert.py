@@ -1,6 +1,6 @@
 """The synthetic BERT encoder: deterministic, valid, runnable, two int64 inputs, mask honoured."""
 
-import generator_checks as checks
+from tests.generators import generator_checks as checks
 import numpy as np
 import onnx
 

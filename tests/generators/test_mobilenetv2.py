@@ -2,7 +2,7 @@
 
 import itertools
 
-import generator_checks as checks
+from tests.generators import generator_checks as checks
 import numpy as np
 import onnx
 

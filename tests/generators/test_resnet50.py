@@ -1,6 +1,6 @@
 """The synthetic ResNet50-v1: deterministic, valid, runnable and shaped like the zoo model."""
 
-import generator_checks as checks
+from tests.generators import generator_checks as checks
 import numpy as np
 import onnx
 

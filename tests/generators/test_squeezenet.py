@@ -1,6 +1,6 @@
 """The synthetic SqueezeNet 1.1: deterministic, valid, runnable and shaped like the reference network."""
 
-import generator_checks as checks
+from tests.generators import generator_checks as checks
 import numpy as np
 import onnx
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from native_checks import assert_matches_onnxruntime
+from tests.compiler.native_checks import assert_matches_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from wasmforge.generators import bert

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-import build_graph_lib
-from native_checks import assert_matches_onnxruntime, plan_and_native
-from onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+from tests.compiler.native_checks import assert_matches_onnxruntime, plan_and_native
+from tests.onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+from wasmforge.compiler import frontend
+
+ROOT = Path(__file__).resolve().parents[2]
 
 LENET = Path(__file__).resolve().parents[2] / "models" / "lenet-digits" / "lenet-digits.onnx"
 
@@ -49,13 +53,16 @@ def test_lenet_digits_plan_runs_like_onnxruntime(tmp_path):
 
 
 def test_unsupported_ops_are_listed_sorted():
-    assert build_graph_lib.unsupported_ops(with_unsupported_ops()) == ["Celu", "Det"]
+    assert frontend.unsupported_ops(with_unsupported_ops()) == ["Celu", "Det"]
 
 
 def run_main(tmp_path, onnx_path, capsys, *extra):
-    code = build_graph_lib.main(["--onnx", str(onnx_path), "--out", str(tmp_path / "out"),
-                                 "--name", "m", *extra])
-    return code, capsys.readouterr()
+    """scripts/build_graph_lib.py, the graph step's command line, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_graph_lib.py"), "--onnx", str(onnx_path),
+                           "--out", str(tmp_path / "out"), "--name", "m", *extra],
+                          capture_output=True, text=True, env=env)
+    return done.returncode, done
 
 
 def test_main_reports_unsupported_ops_in_one_line(tmp_path, capsys):
@@ -63,7 +70,7 @@ def test_main_reports_unsupported_ops_in_one_line(tmp_path, capsys):
     onnx.save(with_unsupported_ops(), path)
     code, out = run_main(tmp_path, path, capsys)
     assert code == 2
-    assert out.err.strip().splitlines() == [
+    assert out.stderr.strip().splitlines() == [
         "error: bad.onnx uses ONNX operators the TVM frontend does not support: Celu, Det"]
 
 
@@ -73,13 +80,13 @@ def test_main_refuses_non_onnx_files(tmp_path, capsys, content):
     path.write_bytes(content)
     code, out = run_main(tmp_path, path, capsys)
     assert code == 2
-    lines = out.err.strip().splitlines()
+    lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: junk.onnx")
 
 
 def test_main_missing_file(tmp_path, capsys):
     code, out = run_main(tmp_path, tmp_path / "nope.onnx", capsys)
-    assert code == 2 and "no such file" in out.err
+    assert code == 2 and "no such file" in out.stderr
 
 
 def test_dynamic_input_needs_a_shape(tmp_path, capsys):
@@ -88,9 +95,9 @@ def test_dynamic_input_needs_a_shape(tmp_path, capsys):
     path = tmp_path / "dyn.onnx"
     onnx.save(model, path)
     code, out = run_main(tmp_path, path, capsys)
-    assert code == 2 and "--input-shape x=Nx1x8x8" in out.err
+    assert code == 2 and "--input-shape x=Nx1x8x8" in out.stderr
     code, out = run_main(tmp_path, path, capsys, "--input-shape", "x=1x1x8x8")
-    assert code == 0, out.err
+    assert code == 0, out.stderr
 
 
 @pytest.mark.skipif(shutil.which("llvm-ar") is None, reason="needs llvm-ar")
@@ -98,13 +105,25 @@ def test_main_writes_archive_plan_params(tmp_path, capsys):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_cnn(), path)
     code, out = run_main(tmp_path, path, capsys)
-    assert code == 0, out.err
+    assert code == 0, out.stderr
     out_dir = tmp_path / "out"
     plan = json.loads((out_dir / "plan.json").read_text())
     assert plan["params_size"] == (out_dir / "params.bin").stat().st_size
     members = subprocess.run(["llvm-ar", "t", str(out_dir / "libgraph_wasm32.a")],
                              capture_output=True, text=True, check=True).stdout.split()
     assert members == ["kernels.o"]
-    info = json.loads((out_dir / "graph-info.json").read_text())
+
+
+def test_build_graph_describes_the_graph(tmp_path):
+    from wasmforge.compiler.graph_lib import build_graph
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(), path)
+    try:
+        info = build_graph(path, tmp_path, "m", {})
+    except FileNotFoundError:  # llvm-ar
+        pytest.skip("needs llvm-ar")
     assert info["versions"]["tvm"].startswith("0.27")
     assert info["target"]["mtriple"] == "wasm32-unknown-unknown"
+    assert [i["name"] for i in info["inputs"]] == ["x"]
+    assert info["params_size"] == (tmp_path / "params.bin").stat().st_size

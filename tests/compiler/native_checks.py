@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import build_graph_lib
-import native_plan
 import onnx
-from plan import derive_plan
 
 from wasmforge import reference
+from wasmforge.compiler import native_plan
+from wasmforge.compiler.frontend import graph_inputs
+from wasmforge.compiler.graph_lib import lower
+from wasmforge.compiler.plan import derive_plan
 
 
 def plan_and_native(model: onnx.ModelProto, name: str = "m"):
     """(plan, params, NativePlan running it, graph inputs) of `model`, as the build lowers it."""
-    inputs = build_graph_lib.graph_inputs(model, {})
-    mod, _ = build_graph_lib.lower(model, inputs)
+    inputs = graph_inputs(model, {})
+    mod, _ = lower(model, inputs)
     plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs],
                                [o.name for o in model.graph.output])
     library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))

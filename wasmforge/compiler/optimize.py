@@ -15,7 +15,7 @@ does, with three changes:
    `ow_tile` output pixels x B channels, accumulated in a local buffer (LLVM
    keeps it in SIMD registers), epilogue (bias/residual/relu) applied per tile.
 
-4. `TIR_PIPELINE` ("wasmforge", registered on import; build_graph_lib passes it
+4. `TIR_PIPELINE` ("wasmforge", registered on import; graph_lib passes it
    to `tvm.tirx.build`) is TVM's default TIR lowering plus one rewrite: the
    per-channel broadcast of an input pixel becomes a lane shuffle of one
    4-channel vector load (see `_splat_from_vector_load`).
@@ -112,7 +112,7 @@ def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         return None
     try:
         _schedule(sch, names.index(CONV_BLOCK))
-    except RuntimeError:  # s_tir.ScheduleError, tvm.error.InternalError, ...
+    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
         return None  # e.g. an unexpected fused epilogue: keep the correct, slow default
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
@@ -169,13 +169,30 @@ def fuse(mod: tvm.IRModule, target) -> tvm.IRModule:
         return tvm.transform.Sequential(passes)(mod)
 
 
-def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None) -> tvm.IRModule:
+def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
+             warnings: list[str] | None = None) -> tvm.IRModule:
     """Lower `mod` (after the inference passes) with scheduled conv kernels.
 
     Replaces `relax.get_default_pipeline(target)(mod)`; the result has the same
-    shape (VM builtins + PrimFuncs), so plan derivation is unchanged.
+    shape (VM builtins + PrimFuncs), so plan derivation is unchanged. The fast
+    path never breaks a build: a PrimFunc the hand schedule cannot handle keeps
+    TVM's default schedule, and if the blocked-layout path fails as a whole the
+    module goes through TVM's default pipeline (correct, slower), with one line
+    appended to `warnings` saying so.
     """
     target = tvm.target.Target(target)
+    try:
+        return _fast_path(mod, target, database_dir)
+    except Exception as exc:  # noqa: BLE001 - any TVM error in the fast path
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        message = f"optimiser fell back to TVM's default pipeline (slower kernels): {reason}"
+        if warnings is not None:
+            warnings.append(message)
+    with target:
+        return relax.get_default_pipeline(target)(mod)
+
+
+def _fast_path(mod, target, database_dir: Path | None) -> tvm.IRModule:
     mod = fuse(mod, target)
     if database_dir is not None:
         mod = _apply_database(mod, target, Path(database_dir))
@@ -258,8 +275,13 @@ def _size_multiple_of(buffer, n: int) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="wasmforge.SplatFromVectorLoad")
 def _splat_pass(mod, _ctx):
-    updates = {gv: _splat_from_vector_load(f) for gv, f in mod.functions.items()
-               if isinstance(f, tirx.PrimFunc)}
+    updates = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc):
+            try:
+                updates[gv] = _splat_from_vector_load(func)
+            except Exception:  # noqa: BLE001 - an unexpected shape: keep the kernel as it is
+                continue
     for gv, func in updates.items():
         mod[gv] = func
     return mod

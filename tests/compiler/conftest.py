@@ -1,0 +1,5 @@
+"""The compiler's tests compile with the pinned TVM on the host (requirements/host.txt)."""
+
+import pytest
+
+pytest.importorskip("tvm")
