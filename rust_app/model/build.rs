@@ -3,8 +3,9 @@
 //! `params.bin` and `libgraph_wasm32.a`. Without it the module is built
 //! empty and says so when run (so native `cargo build`/`cargo test` work).
 //!
-//! Writes to OUT_DIR: `plan.json` and `params.bin` (embedded by main.rs) and
-//! `kernels.rs`, the kernel table.
+//! Writes to OUT_DIR: `plan.rs`, the validated plan as Rust statics (the
+//! module starts without parsing anything), `params.bin` (embedded by
+//! main.rs) and `kernels.rs`, the kernel table.
 //!
 //! With `WASMFORGE_EXTERNAL_PARAMS=1` the weights are not embedded: OUT_DIR
 //! gets an empty `params.bin` and `external_params.rs` (the size and SHA-256
@@ -16,9 +17,11 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use wasmforge_runtime::plan::Plan;
+use wasmforge_runtime::plan_json::{self, codegen};
 
 const ARCHIVE: &str = "libgraph_wasm32.a";
+/// The path through which generated code reaches the plan types.
+const CRATE: &str = "::wasmforge_runtime";
 const EXTERNAL_ENV: &str = "WASMFORGE_EXTERNAL_PARAMS";
 
 fn main() {
@@ -37,7 +40,7 @@ fn build() -> Result<(), String> {
     let dir = match env::var_os("WASMFORGE_GRAPH_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => {
-            write(&out.join("plan.json"), b"")?;
+            write(&out.join("plan.rs"), codegen::module_source(None, CRATE).as_bytes())?;
             write(&out.join("params.bin"), b"")?;
             return write(&out.join("kernels.rs"), kernels_rs(&[]).as_bytes());
         }
@@ -60,7 +63,16 @@ fn build() -> Result<(), String> {
 
     let text = fs::read_to_string(&plan_path)
         .map_err(|e| format!("cannot read {}: {e}", plan_path.display()))?;
-    let plan = Plan::parse(&text).map_err(|e| format!("{}: {e}", plan_path.display()))?;
+    let plan = plan_json::parse(&text).map_err(|e| format!("{}: {e}", plan_path.display()))?;
+    // The statics hold usize literals: each number must fit the target's.
+    let width = env::var("CARGO_CFG_TARGET_POINTER_WIDTH").unwrap_or_default();
+    let largest = codegen::largest_number(&plan);
+    if width == "32" && largest > u64::from(u32::MAX) {
+        return Err(format!(
+            "{}: the number {largest} does not fit in a 32-bit usize",
+            plan_path.display()
+        ));
+    }
     let params_len = fs::metadata(&params_path)
         .map_err(|e| format!("cannot read {}: {e}", params_path.display()))?
         .len();
@@ -82,7 +94,7 @@ fn build() -> Result<(), String> {
         return Err(format!("{} is missing", archive.display()));
     }
 
-    copy(&plan_path, &out.join("plan.json"))?;
+    write(&out.join("plan.rs"), codegen::module_source(Some(&plan), CRATE).as_bytes())?;
     if external_params()? {
         let params = fs::read(&params_path)
             .map_err(|e| format!("cannot read {}: {e}", params_path.display()))?;

@@ -5,6 +5,7 @@
 //! wasmforge-model --info
 //! ```
 //!
+//! A module built with external weights also takes `--params PATH`.
 //! `-` is stdin / stdout. On failure exactly one line `error: ...` goes to
 //! stderr; the exit code is 2 for bad flags or input data, 1 when the model
 //! itself fails (a kernel error, or a broken build).
@@ -15,10 +16,11 @@ use std::time::Instant;
 
 use crate::executor::Executor;
 use crate::ffi::KernelFn;
-use crate::json::quote;
 use crate::npy;
+use crate::params::{self, ExternalParams};
 use crate::plan::{Io, Plan};
-use crate::Error;
+use crate::sha256;
+use crate::{Error, ExitCode};
 
 pub const USAGE: &str = "\
 usage: wasmforge-model --input IN.npy [--input IN2.npy ...] --output OUT.npy [--repeat N]
@@ -31,13 +33,30 @@ Runs the embedded model on .npy files ('-' is stdin / stdout).
   --info         print the inputs and outputs as one line of JSON
 ";
 
-/// What a module embeds: the plan text, the weights and the kernel table.
+/// The extra flag of a module whose weights live in a separate file.
+pub const USAGE_EXTERNAL_PARAMS: &str = "\
+  --params PATH  the weights file (<name>.params.bin beside the .wasm); required
+                 to run, checked against the size and sha256 built into the module
+";
+
+/// What a module is built with: the plan (generated statics), the weights
+/// and the kernel table.
+#[derive(Clone, Copy)]
 pub struct Model<'a> {
-    /// `plan.json`; empty when the module was built without a model.
-    pub plan_json: &'a [u8],
-    /// `params.bin`, 64-byte aligned.
-    pub params: &'a [u8],
+    /// `None` when the module was built without a model.
+    pub plan: Option<&'a Plan>,
+    pub weights: Weights<'a>,
     pub kernels: &'a [(&'a str, KernelFn)],
+}
+
+/// Where a module's weights are.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// `params.bin` linked into the module, 64-byte aligned.
+    Embedded(&'a [u8]),
+    /// In the file given with `--params PATH`, which must have this size and
+    /// SHA-256 (`--external-params` builds).
+    External(&'a ExternalParams),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,10 +67,13 @@ pub struct Options {
     pub help: bool,
     /// `None` when `--repeat` was not given: run once and print no timing.
     pub repeat: Option<u32>,
+    /// `--params PATH`, known only to a module with external weights.
+    pub params: Option<String>,
 }
 
-/// Parses the arguments after the program name.
-pub fn parse_args(args: &[String]) -> Result<Options, Error> {
+/// Parses the arguments after the program name, once. `--params` is a flag
+/// only when `external_params` (a module built with external weights).
+pub fn parse_args(args: &[String], external_params: bool) -> Result<Options, Error> {
     let mut opts = Options::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -60,7 +82,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg.as_str(), None),
         };
-        let takes_value = matches!(flag, "--input" | "--output" | "--repeat");
+        let is_params = external_params && flag == "--params";
+        let takes_value = is_params || matches!(flag, "--input" | "--output" | "--repeat");
         let value = if takes_value {
             match inline.or_else(|| it.next().cloned()) {
                 Some(v) if !v.is_empty() && (v == "-" || !v.starts_with("--")) => v,
@@ -71,6 +94,12 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
         } else {
             String::new()
         };
+        if is_params {
+            if opts.params.replace(value).is_some() {
+                return Err(Error::Usage("--params given more than once".to_string()));
+            }
+            continue;
+        }
         match flag {
             "--input" => opts.inputs.push(value),
             "--output" => opts.outputs.push(value),
@@ -141,30 +170,60 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), Error> {
-    if model.plan_json.is_empty() {
+    let Some(plan) = model.plan else {
         return Err(Error::Usage("no model embedded (build with WASMFORGE_GRAPH_DIR)".to_string()));
-    }
-    let opts = parse_args(args)?;
+    };
+    let external = match model.weights {
+        Weights::Embedded(_) => None,
+        Weights::External(e) => Some(e),
+    };
+    let opts = parse_args(args, external.is_some())?;
     let io_err = |e: std::io::Error| Error::Io(format!("write failed: {e}"));
     if opts.help {
-        return stdout.write_all(USAGE.as_bytes()).map_err(io_err);
+        let extra = if external.is_some() { USAGE_EXTERNAL_PARAMS } else { "" };
+        return write!(stdout, "{USAGE}{extra}").map_err(io_err);
     }
-    let text = std::str::from_utf8(model.plan_json)
-        .map_err(|_| Error::Plan("embedded plan is not UTF-8".into()))?;
-    let plan = Plan::parse(text).map_err(|e| e.context("embedded plan"))?;
+    // build.rs validated the plan already; this pass is cheap (no parsing)
+    // and keeps a hand-made `Model` from indexing out of bounds.
+    plan.validate().map_err(|e| e.context("embedded plan"))?;
+    if let Some(e) = external {
+        if plan.params_size as u64 != e.size {
+            return Err(Error::Model(format!(
+                "the plan says params_size {} but the module was built for {} bytes of weights",
+                plan.params_size, e.size
+            )));
+        }
+    }
     if opts.info {
-        return writeln!(stdout, "{}", info_json(&plan)).map_err(io_err);
+        return writeln!(stdout, "{}", info_json(plan, external)).map_err(io_err);
     }
+    // Flags first: a wrong count fails before megabytes of weights are read.
     check_count("--input", &opts.inputs, &plan.inputs)?;
     check_count("--output", &opts.outputs, &plan.outputs)?;
+    let loaded;
+    let params = match model.weights {
+        Weights::Embedded(p) => p,
+        Weights::External(e) => {
+            let path = opts.params.as_deref().ok_or_else(|| {
+                Error::Usage(
+                    "this module keeps its weights in a separate file: give --params PATH \
+                     (the <name>.params.bin beside the .wasm)"
+                        .to_string(),
+                )
+            })?;
+            loaded = params::load(path, e)?;
+            loaded.as_slice()
+        }
+    };
 
     let mut data = Vec::with_capacity(plan.inputs.len());
-    for (path, io) in opts.inputs.iter().zip(&plan.inputs) {
-        data.push(read_input(&plan, io, path, stdin)?);
+    for (path, io) in opts.inputs.iter().zip(plan.inputs.iter()) {
+        data.push(read_input(plan, io, path, stdin)?);
     }
     let inputs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
 
-    let mut executor = Executor::new(plan, model.params, model.kernels)?;
+    // A plan of statics is borrowed: cloning it copies no list.
+    let mut executor = Executor::new(plan.clone(), params, model.kernels)?;
     let repeat = opts.repeat.unwrap_or(1);
     let mut run_ms = Vec::new();
     for _ in 0..repeat {
@@ -173,8 +232,7 @@ pub fn run(
         run_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     // The outputs of the last run are still in place.
-    let plan = executor.plan();
-    for (path, io) in opts.outputs.iter().zip(&plan.outputs) {
+    for (path, io) in opts.outputs.iter().zip(plan.outputs.iter()) {
         let bytes = executor.tensor_bytes(io.tensor).unwrap_or_default();
         write_output(plan, io, path, bytes, stdout)?;
     }
@@ -185,8 +243,10 @@ pub fn run(
     Ok(())
 }
 
-/// `{"model": ..., "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}`.
-pub fn info_json(plan: &Plan) -> String {
+/// `{"model": ..., "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}`,
+/// plus `"params": {"external": true, "size": ..., "sha256": ...}` for a
+/// module with external weights.
+pub fn info_json(plan: &Plan, external: Option<&ExternalParams>) -> String {
     let list = |ios: &[Io]| {
         let items: Vec<String> = ios
             .iter()
@@ -202,12 +262,40 @@ pub fn info_json(plan: &Plan) -> String {
             .collect();
         format!("[{}]", items.join(", "))
     };
+    let params = match external {
+        None => String::new(),
+        Some(e) => format!(
+            ", \"params\": {{\"external\": true, \"size\": {}, \"sha256\": \"{}\"}}",
+            e.size,
+            sha256::hex(&e.sha256)
+        ),
+    };
     format!(
-        "{{\"model\": {}, \"inputs\": {}, \"outputs\": {}}}",
+        "{{\"model\": {}, \"inputs\": {}, \"outputs\": {}{params}}}",
         quote(&plan.model),
         list(&plan.inputs),
         list(&plan.outputs)
     )
+}
+
+/// `s` as a JSON string literal, quotes included: all the JSON the module
+/// writes is `--info`, `--repeat`'s timings and this.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn check_count(flag: &str, paths: &[String], ios: &[Io]) -> Result<(), Error> {
@@ -261,118 +349,4 @@ fn write_output(
         npy::write(&mut BufWriter::new(file), t.dtype, &t.shape, bytes)
     };
     result.map_err(|e| e.context(&context))
-}
-
-// Modules built with `--external-params`.
-
-use crate::params::{self, ExternalParams};
-use crate::sha256;
-
-/// The extra flag of a module whose weights live in a separate file.
-pub const USAGE_EXTERNAL_PARAMS: &str = "\
-  --params PATH  the weights file (<name>.params.bin beside the .wasm); required
-                 to run, checked against the size and sha256 built into the module
-";
-
-/// `main` of a module built with external weights: like [`main`], plus
-/// `--params PATH`.
-pub fn main_external(
-    plan_json: &[u8],
-    external: &ExternalParams,
-    kernels: &[(&str, KernelFn)],
-) -> i32 {
-    exit_code(os_args().and_then(|args| {
-        run_external(
-            plan_json,
-            external,
-            kernels,
-            &args,
-            &mut std::io::stdin().lock(),
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr(),
-        )
-    }))
-}
-
-/// [`run`] for a module whose weights are read from `--params PATH`: the
-/// file must have the size and SHA-256 in `external`, or nothing runs
-/// (exit code 2). `--info` and `--help` need no weights.
-pub fn run_external(
-    plan_json: &[u8],
-    external: &ExternalParams,
-    kernels: &[(&str, KernelFn)],
-    args: &[String],
-    stdin: &mut dyn Read,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> Result<(), Error> {
-    if plan_json.is_empty() {
-        return Err(Error::Usage("no model embedded (build with WASMFORGE_GRAPH_DIR)".to_string()));
-    }
-    let (params_path, rest) = take_params_flag(args)?;
-    let opts = parse_args(&rest)?;
-    let io_err = |e: std::io::Error| Error::Io(format!("write failed: {e}"));
-    if opts.help {
-        return write!(stdout, "{USAGE}{USAGE_EXTERNAL_PARAMS}").map_err(io_err);
-    }
-    let text = std::str::from_utf8(plan_json)
-        .map_err(|_| Error::Plan("embedded plan is not UTF-8".into()))?;
-    let plan = Plan::parse(text).map_err(|e| e.context("embedded plan"))?;
-    if plan.params_size as u64 != external.size {
-        return Err(Error::Model(format!(
-            "the plan says params_size {} but the module was built for {} bytes of weights",
-            plan.params_size, external.size
-        )));
-    }
-    if opts.info {
-        let info = info_json(&plan);
-        let params = format!(
-            "\"params\": {{\"external\": true, \"size\": {}, \"sha256\": \"{}\"}}",
-            external.size,
-            sha256::hex(&external.sha256)
-        );
-        // info_json is one JSON object: add the key before its closing brace.
-        let body = info.strip_suffix('}').unwrap_or(&info);
-        return writeln!(stdout, "{body}, {params}}}").map_err(io_err);
-    }
-    // Flags first: a wrong count fails before megabytes of weights are read.
-    check_count("--input", &opts.inputs, &plan.inputs)?;
-    check_count("--output", &opts.outputs, &plan.outputs)?;
-    let path = params_path.ok_or_else(|| {
-        Error::Usage(
-            "this module keeps its weights in a separate file: give --params PATH \
-             (the <name>.params.bin beside the .wasm)"
-                .to_string(),
-        )
-    })?;
-    let params = params::load(&path, external)?;
-    let model = Model { plan_json, params: params.as_slice(), kernels };
-    run(&model, &rest, stdin, stdout, stderr)
-}
-
-/// Splits `--params PATH` (or `--params=PATH`) off the other arguments.
-pub fn take_params_flag(args: &[String]) -> Result<(Option<String>, Vec<String>), Error> {
-    let mut path = None;
-    let mut rest = Vec::with_capacity(args.len());
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let value = if arg == "--params" {
-            match it.next() {
-                Some(v) if !v.is_empty() && !v.starts_with("--") => v.clone(),
-                _ => return Err(Error::Usage("--params needs a value".to_string())),
-            }
-        } else if let Some(v) = arg.strip_prefix("--params=") {
-            if v.is_empty() {
-                return Err(Error::Usage("--params needs a value".to_string()));
-            }
-            v.to_string()
-        } else {
-            rest.push(arg.clone());
-            continue;
-        };
-        if path.replace(value).is_some() {
-            return Err(Error::Usage("--params given more than once".to_string()));
-        }
-    }
-    Ok((path, rest))
 }

@@ -1,29 +1,38 @@
-//! Runtime of a wasmforge inference module.
+//! Shell of a wasmforge inference module: the command line ([`cli`]),
+//! `.npy` reading and writing ([`npy`]), and weights kept in a separate file,
+//! checked against the size and SHA-256 the module embeds ([`params`],
+//! [`sha256`]).
 //!
-//! A module is TVM-compiled kernels (`libgraph_wasm32.a`), an execution plan
-//! (`plan.json`, see `docs/plan-format.md`) and a weight blob (`params.bin`).
-//! This crate parses and validates the plan, resolves every tensor to a fixed
-//! address once, calls the kernels in order and provides the C symbols the
-//! kernels import. It has no dependencies so the module builds offline.
-//! A module built with external weights reads `params.bin` from a file and
-//! checks it against the size and SHA-256 it embeds (`params`, `sha256`).
+//! Plan types, validation, the executor and the tvm-ffi symbols are in
+//! `wasmforge-core`, re-exported here so a module depends on this one crate.
+//! With the `plan-json` feature (model/build.rs only) the build-time plan
+//! reader and statics generator are re-exported as [`plan_json`].
 
-// Unsafe code is confined to the FFI boundary and aligned buffers; every
-// unsafe operation sits in its own block with a SAFETY comment.
 #![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
-pub mod executor;
-pub mod ffi;
-pub mod json;
 pub mod npy;
 pub mod params;
-pub mod plan;
 pub mod sha256;
 
-mod error;
+pub use wasmforge_core::{buf, executor, ffi, plan};
+pub use wasmforge_core::{AlignedBuf, DType, Error, Executor, KernelFn, Plan};
 
-pub use error::Error;
-pub use executor::Executor;
-pub use ffi::KernelFn;
-pub use plan::{DType, Plan};
+#[cfg(feature = "plan-json")]
+pub use wasmforge_plan_json as plan_json;
+
+/// The exit code of a module failing with this error: 2 for anything the
+/// caller can fix (flags and input data), 1 when the module itself fails
+/// (a kernel error, or a broken build).
+pub trait ExitCode {
+    fn exit_code(&self) -> i32;
+}
+
+impl ExitCode for Error {
+    fn exit_code(&self) -> i32 {
+        match self {
+            Error::Kernel(_) | Error::Model(_) | Error::Plan(_) | Error::Json(_) => 1,
+            Error::Npy(_) | Error::Input(_) | Error::Io(_) | Error::Usage(_) => 2,
+        }
+    }
+}

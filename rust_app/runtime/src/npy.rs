@@ -7,6 +7,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
+pub use crate::plan::describe;
 use crate::plan::DType;
 use crate::Error;
 
@@ -20,11 +21,6 @@ pub const MAX_HEADER_LEN: usize = 65_536;
 pub struct Header {
     pub dtype: DType,
     pub shape: Vec<usize>,
-}
-
-/// `float32 [1, 3]`: how errors show a dtype and shape.
-pub fn describe(dtype: DType, shape: &[usize]) -> String {
-    format!("{} {:?}", dtype.name(), shape)
 }
 
 fn npy_err(what: impl Into<String>) -> Error {

@@ -3,14 +3,11 @@
 //! `--params PATH` into a 64-byte aligned buffer, refusing a file of another
 //! size or hash before any kernel sees it.
 
-use std::alloc::{self, Layout};
 use std::fs::File;
 use std::io::Read;
-use std::ptr::NonNull;
 
-use crate::plan::ALIGN;
 use crate::sha256::{self, Sha256};
-use crate::Error;
+use crate::{AlignedBuf, Error};
 
 /// What a module built with external weights knows about them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,53 +18,11 @@ pub struct ExternalParams {
     pub sha256: [u8; 32],
 }
 
-/// An owned, 64-byte aligned, read-only byte buffer holding the weights.
-pub struct ParamsBuf {
-    ptr: NonNull<u8>,
-    len: usize,
-    layout: Layout,
-}
-
-impl ParamsBuf {
-    fn zeroed(len: usize) -> Result<ParamsBuf, Error> {
-        let oom = || Error::Model(format!("cannot allocate {len} bytes"));
-        // A zero-size layout is not allowed by the allocator; use one byte.
-        let layout = Layout::from_size_align(len.max(1), ALIGN).map_err(|_| oom())?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(oom)?;
-        Ok(ParamsBuf { ptr, len, layout })
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `layout.size() >= len` initialised (zeroed,
-        // then written) bytes owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl std::fmt::Debug for ParamsBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ParamsBuf({} bytes)", self.len)
-    }
-}
-
-impl Drop for ParamsBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated in `zeroed` with exactly this layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
 /// Reads the weights from `path` and checks them against `expected`.
 ///
 /// A missing or unreadable file is an `Io` error, a file of the wrong size or
 /// hash an `Input` error: both exit with code 2 and name the file.
-pub fn load(path: &str, expected: &ExternalParams) -> Result<ParamsBuf, Error> {
+pub fn load(path: &str, expected: &ExternalParams) -> Result<AlignedBuf, Error> {
     let context = format!("params file '{path}'");
     let mut file =
         File::open(path).map_err(|e| Error::Io(format!("cannot open {context}: {e}")))?;
@@ -83,7 +38,7 @@ pub fn load(path: &str, expected: &ExternalParams) -> Result<ParamsBuf, Error> {
         return Err(wrong_size(actual));
     }
     let len = usize::try_from(expected.size).map_err(|_| wrong_size(actual))?;
-    let mut buf = ParamsBuf::zeroed(len)?;
+    let mut buf = AlignedBuf::zeroed(len)?;
     let mut hasher = Sha256::new();
     let mut done = 0;
     // In chunks, hashing as it goes: the weights are read from memory once more.

@@ -1,15 +1,17 @@
 //! The command line: flag parsing, and whole runs in-process with fake
 //! kernels on tests/data/plan_storage_reuse.json.
 
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 
 use std::io::Cursor;
 use std::path::PathBuf;
 
 use common::*;
-use wasmforge_runtime::cli::{self, error_line, parse_args, Model, Options};
-use wasmforge_runtime::json::{self, Value};
-use wasmforge_runtime::{npy, DType, Error};
+use wasmforge_plan_json::json::{self, Value};
+use wasmforge_runtime::cli::{self, error_line, parse_args, quote, Model, Options, Weights};
+use wasmforge_runtime::plan::Io;
+use wasmforge_runtime::{npy, DType, Error, ExitCode, Plan};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -22,16 +24,16 @@ struct Outcome {
     stderr: String,
 }
 
-fn run_with(plan_json: &[u8], argv: &[&str], stdin: &[u8]) -> Outcome {
+fn run_with(plan: Option<&Plan>, argv: &[&str], stdin: &[u8]) -> Outcome {
     let params = reuse_params();
-    let model = Model { plan_json, params: &params.0, kernels: &REUSE_KERNELS };
+    let model = Model { plan, weights: Weights::Embedded(&params.0), kernels: &REUSE_KERNELS };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let result = cli::run(&model, &args(argv), &mut Cursor::new(stdin), &mut stdout, &mut stderr);
     Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
 }
 
 fn run(argv: &[&str], stdin: &[u8]) -> Outcome {
-    run_with(&std::fs::read(data_path("plan_storage_reuse.json")).unwrap(), argv, stdin)
+    run_with(Some(&load_plan("plan_storage_reuse.json")), argv, stdin)
 }
 
 fn x_npy(values: &[f32]) -> Vec<u8> {
@@ -64,8 +66,11 @@ fn read_f32(bytes: &[u8], shape: &[usize]) -> Vec<f32> {
 
 #[test]
 fn parses_flags() {
-    let o = parse_args(&args(&["--input", "a.npy", "--input=-", "--output", "-", "--repeat", "3"]))
-        .unwrap();
+    let o = parse_args(
+        &args(&["--input", "a.npy", "--input=-", "--output", "-", "--repeat", "3"]),
+        false,
+    )
+    .unwrap();
     let expected = Options {
         inputs: args(&["a.npy", "-"]),
         outputs: args(&["-"]),
@@ -73,9 +78,14 @@ fn parses_flags() {
         ..Options::default()
     };
     assert_eq!(o, expected);
-    assert!(parse_args(&args(&["--info"])).unwrap().info);
-    assert!(parse_args(&args(&["-h"])).unwrap().help);
-    assert_eq!(parse_args(&[]).unwrap(), Options::default());
+    assert!(parse_args(&args(&["--info"]), false).unwrap().info);
+    assert!(parse_args(&args(&["-h"]), false).unwrap().help);
+    assert_eq!(parse_args(&[], false).unwrap(), Options::default());
+    // `--params` is a flag of modules with external weights only.
+    let o = parse_args(&args(&["--params", "w.bin", "--info"]), true).unwrap();
+    assert_eq!((o.params.as_deref(), o.info), (Some("w.bin"), true));
+    assert_eq!(parse_args(&args(&["--params=-"]), true).unwrap().params.as_deref(), Some("-"));
+    assert!(parse_args(&args(&["--params", "w.bin"]), false).is_err());
 }
 
 #[test]
@@ -92,7 +102,7 @@ fn bad_flags_are_usage_errors() {
         (&["in.npy"], "unknown argument 'in.npy' (see --help)"),
     ];
     for (argv, expected) in cases {
-        let err = parse_args(&args(argv)).unwrap_err();
+        let err = parse_args(&args(argv), false).unwrap_err();
         assert_eq!(err, Error::Usage(expected.into()), "{argv:?}");
         assert_eq!(err.exit_code(), 2);
     }
@@ -205,10 +215,10 @@ fn unwritable_output_is_an_error() {
 #[test]
 fn kernel_failure_exits_1() {
     let params = reuse_params();
-    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
+    let plan = load_plan("plan_storage_reuse.json");
     let model = Model {
-        plan_json: &plan,
-        params: &params.0,
+        plan: Some(&plan),
+        weights: Weights::Embedded(&params.0),
         kernels: &[("add", add), ("mul", mul), ("relu", fail)],
     };
     let argv = args(&["--input", "-", "--output", "-", "--output", "/dev/null"]);
@@ -231,16 +241,19 @@ fn error_line_is_one_line() {
 
 #[test]
 fn no_model_and_broken_model() {
-    let o = run_with(b"", &["--info"], b"");
+    let o = run_with(None, &["--info"], b"");
     let err = o.result.unwrap_err();
     assert_eq!(error_line(&err), "error: no model embedded (build with WASMFORGE_GRAPH_DIR)");
     assert_eq!(err.exit_code(), 2);
 
-    let o = run_with(b"{\"format\": 2}", &["--info"], b"");
+    // A plan value that breaks the format (build.rs would have refused it).
+    let mut plan = load_plan("plan_storage_reuse.json");
+    plan.outputs = vec![Io { name: "y".into(), tensor: 99 }].into();
+    let o = run_with(Some(&plan), &["--info"], b"");
     let err = o.result.unwrap_err();
-    assert!(
-        err.message().starts_with("embedded plan: invalid plan: format: unsupported plan format 2"),
-        "{err}"
+    assert_eq!(
+        err.message(),
+        "embedded plan: invalid plan: outputs[0].tensor: tensor index 99 out of range (there are 8)"
     );
     assert_eq!(err.exit_code(), 1);
 }
@@ -258,24 +271,22 @@ fn help_goes_to_stdout() {
 use wasmforge_runtime::params::ExternalParams;
 use wasmforge_runtime::sha256;
 
+fn run_external_with(external: &ExternalParams, argv: &[&str], stdin: &[u8]) -> Outcome {
+    let plan = load_plan("plan_storage_reuse.json");
+    let model =
+        Model { plan: Some(&plan), weights: Weights::External(external), kernels: &REUSE_KERNELS };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let result = cli::run(&model, &args(argv), &mut Cursor::new(stdin), &mut stdout, &mut stderr);
+    Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
+}
+
 fn reuse_external() -> ExternalParams {
     let params = reuse_params();
     ExternalParams { size: params.0.len() as u64, sha256: sha256::digest(&params.0) }
 }
 
 fn run_external(argv: &[&str], stdin: &[u8]) -> Outcome {
-    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let result = cli::run_external(
-        &plan,
-        &reuse_external(),
-        &REUSE_KERNELS,
-        &args(argv),
-        &mut Cursor::new(stdin),
-        &mut stdout,
-        &mut stderr,
-    );
-    Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
+    run_external_with(&reuse_external(), argv, stdin)
 }
 
 #[test]
@@ -394,17 +405,15 @@ fn external_params_info_and_help_need_no_weights() {
     assert!(help.starts_with("usage: wasmforge-model --input") && help.contains("--params PATH"));
 
     // The size built in must agree with the plan.
-    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
     let wrong = ExternalParams { size: 64, ..reuse_external() };
-    let err = cli::run_external(
-        &plan,
-        &wrong,
-        &REUSE_KERNELS,
-        &args(&["--info"]),
-        &mut Cursor::new(&b""[..]),
-        &mut Vec::new(),
-        &mut Vec::new(),
-    )
-    .unwrap_err();
+    let err = run_external_with(&wrong, &["--info"], b"").result.unwrap_err();
     assert_eq!(err.exit_code(), 1);
+}
+
+#[test]
+fn quoting_round_trips() {
+    for s in ["plain", "q\"b\\", "line\nbreak\t\u{1}", "ünïcödé 😀"] {
+        assert_eq!(json::parse(&quote(s)), Ok(Value::String(s.to_string())));
+    }
+    assert_eq!(quote("a\u{1f}"), "\"a\\u001f\"");
 }

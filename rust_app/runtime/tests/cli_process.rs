@@ -7,6 +7,7 @@
 //! `model/src/main.rs`, with the storage-reuse plan and the fake kernels.
 //! Otherwise it runs the cases below against itself.
 
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 
 use std::fs::{self, File};
@@ -14,16 +15,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use wasmforge_runtime::cli::{self, Model};
+use wasmforge_runtime::cli::{self, Model, Weights};
 use wasmforge_runtime::{npy, DType};
 
 const CHILD: &str = "WASMFORGE_FAKE_MODULE";
 
 fn main() {
     if std::env::var_os(CHILD).is_some() {
-        let plan = fs::read(data_path("plan_storage_reuse.json")).unwrap();
+        let plan = load_plan("plan_storage_reuse.json");
         let params = reuse_params();
-        let model = Model { plan_json: &plan, params: &params.0, kernels: &REUSE_KERNELS };
+        let model = Model {
+            plan: Some(&plan),
+            weights: Weights::Embedded(&params.0),
+            kernels: &REUSE_KERNELS,
+        };
         std::process::exit(cli::main(&model));
     }
     let dir = std::env::temp_dir().join(format!("wasmforge-cli-process-{}", std::process::id()));

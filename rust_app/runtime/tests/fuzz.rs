@@ -8,6 +8,7 @@
 //! allocate more than its bound: a header claiming 2^60 elements must be
 //! refused without allocating them.
 
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -16,9 +17,9 @@ use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
 
 use common::*;
-use wasmforge_runtime::cli::{self, error_line, Model};
+use wasmforge_runtime::cli::{self, error_line, Model, Weights};
 use wasmforge_runtime::npy::{self, MAX_HEADER_LEN};
-use wasmforge_runtime::{DType, Error, Plan};
+use wasmforge_runtime::{DType, Error, ExitCode};
 
 const ITERATIONS: usize = 20_000;
 
@@ -234,9 +235,10 @@ fn fuzz_npy_reader() {
 
 #[test]
 fn fuzz_cli_run_on_stdin() {
-    let plan = std::fs::read(data_path("plan_storage_reuse.json")).unwrap();
+    let plan = load_plan("plan_storage_reuse.json");
     let params = reuse_params();
-    let model = Model { plan_json: &plan, params: &params.0, kernels: &REUSE_KERNELS };
+    let model =
+        Model { plan: Some(&plan), weights: Weights::Embedded(&params.0), kernels: &REUSE_KERNELS };
     let hidden = std::env::temp_dir().join(format!("wasmforge-fuzz-{}.npy", std::process::id()));
     let argv: Vec<String> = ["--input", "-", "--output", "-", "--output", hidden.to_str().unwrap()]
         .map(String::from)
@@ -285,7 +287,7 @@ fn fuzz_plan_parser() {
         let input = mutate(&mut rng, seed, 0);
         let (result, largest) = measured(|| {
             no_panic(&input, || match std::str::from_utf8(&input) {
-                Ok(text) => Plan::parse(text),
+                Ok(text) => wasmforge_plan_json::parse(text),
                 Err(_) => Err(Error::Json("not UTF-8".into())),
             })
         });
@@ -295,9 +297,13 @@ fn fuzz_plan_parser() {
                 assert!(plan
                     .inputs
                     .iter()
-                    .chain(&plan.outputs)
+                    .chain(plan.outputs.iter())
                     .all(|io| io.tensor < plan.tensors.len()));
-                assert!(plan.calls.iter().flat_map(|c| &c.args).all(|&a| a < plan.tensors.len()));
+                assert!(plan
+                    .calls
+                    .iter()
+                    .flat_map(|c| c.args.iter())
+                    .all(|&a| a < plan.tensors.len()));
             }
             Err(Error::Json(_) | Error::Plan(_)) => {}
             Err(e) => panic!("unexpected error kind {e:?}"),
@@ -307,7 +313,7 @@ fn fuzz_plan_parser() {
         let bound = 64 * input.len() + 4096;
         assert!(largest <= bound, "{largest} bytes for {:?}", String::from_utf8_lossy(&input));
     }
-    eprintln!("Plan::parse: {tally:?}");
+    eprintln!("plan_json::parse: {tally:?}");
     assert!(tally.err > ITERATIONS / 2 && tally.ok > ITERATIONS / 100, "{tally:?}");
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use wasmforge_runtime::params::{load, ExternalParams};
 use wasmforge_runtime::sha256::digest;
-use wasmforge_runtime::Error;
+use wasmforge_runtime::{Error, ExitCode};
 
 /// A file in the temp directory, removed on drop.
 struct TempFile(PathBuf);

@@ -2,42 +2,15 @@
 //! `DLTensor`s and kernel argument arrays are built once, and `run` only
 //! copies inputs in and calls the kernels in order.
 
-use std::alloc::{self, Layout};
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::ptr::{self, NonNull};
+use std::ptr;
 
+use crate::buf::AlignedBuf;
 use crate::ffi::{self, DLDataType, DLDevice, DLTensor, KernelFn, TVMFFIAny, DEVICE_CPU};
-use crate::npy::describe;
 use crate::plan::{Plan, TensorKind, ALIGN};
 use crate::Error;
-
-/// A zero-filled, 64-byte aligned heap buffer. Kernels write it through raw
-/// pointers, so it is never borrowed as a Rust reference for longer than a
-/// copy.
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn zeroed(len: usize) -> Result<AlignedBuf, Error> {
-        let oom = || Error::Model(format!("cannot allocate {len} bytes"));
-        // A zero-size layout is not allowed by the allocator; use one byte.
-        let layout = Layout::from_size_align(len.max(1), ALIGN).map_err(|_| oom())?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).ok_or_else(oom)?;
-        Ok(AlignedBuf { ptr, layout })
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated in `zeroed` with exactly this layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
 
 struct ResolvedCall {
     kernel: KernelFn,
@@ -69,11 +42,15 @@ pub struct Executor<'a> {
 impl<'a> Executor<'a> {
     /// Binds `plan` to `params` (the whole `params.bin`, 64-byte aligned) and
     /// to `kernels` (name -> `__tvm_ffi_<name>`), allocating all memory.
+    /// The plan is validated first (cheap: no parsing, one pass), so no
+    /// plan value can make the executor address memory outside its buffers.
+    /// A plan of statics is borrowed, not copied.
     pub fn new(
         plan: Plan,
         params: &'a [u8],
         kernels: &[(&str, KernelFn)],
     ) -> Result<Executor<'a>, Error> {
+        plan.validate()?;
         if params.len() != plan.params_size {
             return Err(Error::Model(format!(
                 "params.bin has {} bytes, the plan expects {}",
@@ -89,19 +66,19 @@ impl<'a> Executor<'a> {
         let inputs = plan
             .inputs
             .iter()
-            .map(|io| AlignedBuf::zeroed(plan.tensors[io.tensor].nbytes))
+            .map(|io| AlignedBuf::zeroed(plan.tensors[io.tensor].nbytes()))
             .collect::<Result<Vec<_>, _>>()?;
 
         // The plan is validated: offsets and sizes fit, views refer to
         // earlier tensors, so every address below stays in its buffer.
         let mut data: Vec<*mut u8> = Vec::with_capacity(plan.tensors.len());
-        for t in &plan.tensors {
+        for t in plan.tensors.iter() {
             let p = match t.kind {
-                TensorKind::Input { index } => inputs[index].ptr.as_ptr(),
+                TensorKind::Input { index } => inputs[index].as_mut_ptr(),
                 // `wrapping_add` needs no unsafe; the offset is in bounds.
                 TensorKind::Param { offset } => params.as_ptr().cast_mut().wrapping_add(offset),
                 TensorKind::Storage { storage, offset } => {
-                    storages[storage].ptr.as_ptr().wrapping_add(offset)
+                    storages[storage].as_mut_ptr().wrapping_add(offset)
                 }
                 TensorKind::View { of } => data[of],
             };
@@ -180,20 +157,20 @@ impl<'a> Executor<'a> {
                 inputs.len()
             )));
         }
-        for ((src, buf), io) in inputs.iter().zip(&self.inputs).zip(&self.plan.inputs) {
+        for ((src, buf), io) in inputs.iter().zip(&self.inputs).zip(self.plan.inputs.iter()) {
             let t = &self.plan.tensors[io.tensor];
-            if src.len() != t.nbytes {
+            if src.len() != buf.len() {
                 return Err(Error::Input(format!(
                     "input '{}': expected {} bytes ({}), got {}",
                     io.name,
-                    t.nbytes,
-                    describe(t.dtype, &t.shape),
+                    buf.len(),
+                    t.describe(),
                     src.len()
                 )));
             }
-            // SAFETY: the buffer holds `t.nbytes` bytes (allocated for this
+            // SAFETY: the buffer holds `src.len()` bytes (allocated for this
             // tensor) and cannot overlap a caller's slice.
-            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), buf.ptr.as_ptr(), src.len()) };
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), buf.as_mut_ptr(), src.len()) };
         }
 
         for call in &self.calls {
@@ -223,7 +200,7 @@ impl<'a> Executor<'a> {
 
     /// The bytes of tensor `t < tensors.len()`.
     fn bytes(&self, t: usize) -> &[u8] {
-        let nbytes = self.plan.tensors[t].nbytes;
+        let nbytes = self.plan.tensors[t].nbytes();
         if nbytes == 0 {
             return &[];
         }

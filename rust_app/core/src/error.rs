@@ -1,7 +1,9 @@
 use std::fmt;
 
-/// Every failure of the runtime. The variant decides the CLI exit code; the
-/// message is what the user sees after `error: `.
+/// Every failure of a module, shared by the core, the plan reader and the
+/// shell. The variant says whose fault it is (the shell maps it to an exit
+/// code); the message is what the user sees after `error: `. `Json`, `Npy`,
+/// `Io` and `Usage` come only from the plan reader and the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Malformed JSON text.
@@ -33,15 +35,6 @@ impl Error {
             | Error::Io(m)
             | Error::Usage(m)
             | Error::Kernel(m) => m,
-        }
-    }
-
-    /// Exit code of the CLI: 2 for anything the caller can fix (flags and
-    /// input data), 1 when the module itself fails (kernel or broken build).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Kernel(_) | Error::Model(_) | Error::Plan(_) | Error::Json(_) => 1,
-            Error::Npy(_) | Error::Input(_) | Error::Io(_) | Error::Usage(_) => 2,
         }
     }
 

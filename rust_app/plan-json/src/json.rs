@@ -1,7 +1,8 @@
 //! A small strict JSON parser (RFC 8259): just what `plan.json` needs, with
-//! integers kept exact (sizes and offsets must not round through f64).
+//! integers kept exact (sizes and offsets must not round through f64). Used
+//! at build time and by tests only; the module embeds no JSON parser.
 
-use crate::Error;
+use wasmforge_core::Error;
 
 /// Nesting deeper than this is refused instead of overflowing the stack
 /// (a stack overflow aborts the process; a plan is only a few levels deep).
@@ -78,25 +79,6 @@ pub fn parse(text: &str) -> Result<Value, Error> {
         return Err(p.err("unexpected data after the JSON value"));
     }
     Ok(v)
-}
-
-/// `s` as a JSON string literal, quotes included.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 struct Parser<'a> {
@@ -206,7 +188,7 @@ impl Parser<'_> {
             let key = self.string()?;
             if members.iter().any(|(k, _)| *k == key) {
                 self.pos = key_pos;
-                return Err(self.err(&format!("duplicate key {}", quote(&key))));
+                return Err(self.err(&format!("duplicate key {key:?}")));
             }
             self.skip_ws();
             self.expect(b':')?;

@@ -6,8 +6,9 @@ use std::ffi::c_void;
 use std::mem::{align_of, offset_of, size_of};
 
 use common::*;
-use wasmforge_runtime::ffi::{self, DLTensor, KernelFn, TVMFFIAny, TVMParallelGroupEnv};
-use wasmforge_runtime::{Error, Executor, Plan};
+use wasmforge_core::ffi::{self, DLTensor, KernelFn, TVMFFIAny, TVMParallelGroupEnv};
+use wasmforge_core::plan::{Io, Tensor, TensorKind};
+use wasmforge_core::{DType, Error, Executor};
 
 #[test]
 fn runs_a_plan_with_storage_reuse_params_and_views() {
@@ -66,7 +67,7 @@ fn kernels_see_the_dltensors_the_plan_describes() {
 
 #[test]
 fn dtypes_and_scalars_reach_the_kernel() {
-    let plan = Plan::parse(
+    let plan = wasmforge_plan_json::parse(
         r#"{"format": 1, "model": "dtypes", "params_size": 0, "storages": [{"size": 64}],
         "tensors": [
           {"dtype": "bool", "shape": [4], "kind": "storage", "storage": 0, "offset": 0},
@@ -108,7 +109,6 @@ fn a_failing_kernel_reports_its_message() {
                 .into()
         )
     );
-    assert_eq!(err.exit_code(), 1);
 
     // No message recorded (and none left over from the previous failure).
     let table: [(&str, KernelFn); 3] = [("add", add), ("mul", fail_silently), ("relu", relu)];
@@ -121,7 +121,7 @@ fn a_failing_kernel_reports_its_message() {
 fn fake_kernels_check_their_arguments() {
     // A plan that feeds `add` an int32 tensor: the fake kernel's own check
     // fails and its message comes back through the C error symbol.
-    let plan = Plan::parse(
+    let plan = wasmforge_plan_json::parse(
         r#"{"format": 1, "model": "m", "params_size": 0, "storages": [{"size": 64}],
         "tensors": [{"dtype": "int32", "shape": [2], "kind": "storage", "storage": 0, "offset": 0}],
         "calls": [{"kernel": "add", "args": [0, 0, 0]}], "inputs": [], "outputs": []}"#,
@@ -146,6 +146,30 @@ fn binding_checks_kernels_and_params() {
     let big = Box::new(Aligned([0u8; 192]));
     let err = Executor::new(plan, &big.0[1..129], &REUSE_KERNELS).err().unwrap();
     assert_eq!(err, Error::Model("params are not 64-byte aligned".into()));
+}
+
+#[test]
+fn an_invalid_plan_value_is_refused_before_any_allocation() {
+    // Plans are plain values (statics in a module): the executor validates
+    // what it is given instead of trusting it.
+    let mut plan = load_plan("plan_storage_reuse.json");
+    let mut tensors = plan.tensors.to_vec();
+    tensors[4] = Tensor {
+        dtype: DType::F32,
+        shape: vec![1 << 20].into(),
+        kind: TensorKind::Storage { storage: 0, offset: 0 },
+    };
+    plan.tensors = tensors.into();
+    let params = reuse_params();
+    let err = Executor::new(plan.clone(), &params.0, &REUSE_KERNELS).err().unwrap();
+    assert!(
+        err.message().starts_with("invalid plan: tensors[4]: 4194304 bytes at offset 0"),
+        "{err}"
+    );
+
+    plan.outputs = vec![Io { name: "y".into(), tensor: 99 }].into();
+    let err = Executor::new(plan, &params.0, &REUSE_KERNELS).err().unwrap();
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
 }
 
 #[test]

@@ -1,17 +1,20 @@
-//! Plan validation against the shared example files in tests/data/ (the
-//! Python writer tests against the same files).
+//! Plan reading and validation against the shared example files in
+//! runtime/tests/data/ (the Python writer tests against the same files). The
+//! JSON-level rules are this crate's; the others are `Plan::validate` of
+//! wasmforge-core, the same code the executor runs.
 
 use std::path::PathBuf;
 
-use wasmforge_runtime::plan::{Call, Io, Plan, TensorKind};
-use wasmforge_runtime::{DType, Error};
+use wasmforge_core::plan::{Call, Io, Plan, TensorKind};
+use wasmforge_core::{DType, Error};
+use wasmforge_plan_json::parse;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data").join(name)
 }
 
 fn load(name: &str) -> Result<Plan, Error> {
-    Plan::parse(&std::fs::read_to_string(data(name)).unwrap())
+    parse(&std::fs::read_to_string(data(name)).unwrap())
 }
 
 #[test]
@@ -22,15 +25,15 @@ fn doc_example_is_valid() {
     assert_eq!(plan.storages, vec![4096]);
     assert_eq!(plan.tensors.len(), 4);
     let t = &plan.tensors[1];
-    assert_eq!((t.dtype, t.shape.as_slice(), t.nbytes), (DType::F32, &[6, 1, 3, 3][..], 216));
+    assert_eq!((t.dtype, &t.shape[..], t.nbytes()), (DType::F32, &[6, 1, 3, 3][..], 216));
     assert_eq!(t.kind, TensorKind::Param { offset: 0 });
     assert_eq!(plan.tensors[0].kind, TensorKind::Input { index: 0 });
     assert_eq!(plan.tensors[2].kind, TensorKind::Storage { storage: 0, offset: 0 });
     assert_eq!(plan.tensors[3].kind, TensorKind::View { of: 2 });
-    assert_eq!(plan.tensors[3].nbytes, 1536);
+    assert_eq!(plan.tensors[3].nbytes(), 1536);
     assert_eq!(
         plan.calls,
-        vec![Call { kernel: "fused_conv2d_add_relu".into(), args: vec![0, 1, 2] }]
+        vec![Call { kernel: "fused_conv2d_add_relu".into(), args: vec![0, 1, 2].into() }]
     );
     assert_eq!(plan.inputs, vec![Io { name: "input".into(), tensor: 0 }]);
     assert_eq!(plan.outputs, vec![Io { name: "logits".into(), tensor: 3 }]);
@@ -102,7 +105,7 @@ fn every_bad_plan_gives_its_error() {
 fn doc_with(from: &str, to: &str) -> Result<Plan, Error> {
     let text = std::fs::read_to_string(data("plan_doc_example.json")).unwrap();
     assert!(text.contains(from), "{from:?}");
-    Plan::parse(&text.replacen(from, to, 1))
+    parse(&text.replacen(from, to, 1))
 }
 
 #[test]
@@ -140,9 +143,9 @@ fn every_dtype_name_parses() {
 fn scalars_and_empty_tensors() {
     // A scalar (shape []) has one element; a zero dimension has no bytes.
     let plan = doc_with("[1, 384]", "[]").unwrap();
-    assert_eq!(plan.tensors[3].nbytes, 4);
+    assert_eq!(plan.tensors[3].nbytes(), 4);
     let plan = doc_with("[1, 384]", "[0, 384]").unwrap();
-    assert_eq!(plan.tensors[3].nbytes, 0);
+    assert_eq!(plan.tensors[3].nbytes(), 0);
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! Fake kernels written in Rust with the tvm-ffi calling convention, and
-//! the weights of tests/data/plan_storage_reuse.json.
+//! the weights of runtime/tests/data/plan_storage_reuse.json. Shared by the
+//! tests of core, runtime and codegen-check (`#[path]`).
 #![allow(dead_code)] // each test crate uses a different part
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
 
-use wasmforge_runtime::ffi::{DLTensor, KernelFn, TVMFFIAny, DEVICE_CPU, TYPE_INDEX_DLTENSOR_PTR};
-use wasmforge_runtime::Plan;
+use wasmforge_core::ffi::{DLTensor, KernelFn, TVMFFIAny, DEVICE_CPU, TYPE_INDEX_DLTENSOR_PTR};
+use wasmforge_core::Plan;
 
 // Declared here as the TVM kernels declare it, so the tests go through the
 // exported C symbol.
@@ -19,12 +20,15 @@ extern "C" {
     );
 }
 
+/// A file of the shared fixtures, rust_app/runtime/tests/data (every crate
+/// using this module is a sibling of `runtime`).
 pub fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data").join(name)
 }
 
+/// A fixture plan, read with the build-time reader.
 pub fn load_plan(name: &str) -> Plan {
-    Plan::parse(&std::fs::read_to_string(data_path(name)).unwrap()).unwrap()
+    wasmforge_plan_json::parse(&std::fs::read_to_string(data_path(name)).unwrap()).unwrap()
 }
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
