@@ -47,7 +47,7 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
     changed |= _expand_functions(work, notes)
     folded, resolved = onnx_fold.fold(work)
     if folded:
-        notes.append(f"folded {folded} constant nodes (shape arithmetic and constant subgraphs)")
+        notes.append(f"folded {folded} constant nodes")
     notes += [f"resolved {r} at build time" for r in resolved[:3]]
     if len(resolved) > 3:
         notes.append(f"resolved {len(resolved) - 3} more If/Where nodes at build time")
@@ -212,7 +212,7 @@ def needed_opset(model: onnx.ModelProto) -> int:
             mine, theirs = onnx.defs.get_schema(op, opset), onnx.defs.get_schema(op, impls[0])
         except onnx.defs.SchemaError:
             continue
-        if set(mine.attributes) - set(theirs.attributes) or mine.min_input != theirs.min_input:
+        if set(mine.attributes) - set(theirs.attributes) or mine.min_input < theirs.min_input:
             target = max(target, impls[0])
     return target
 
