@@ -6,7 +6,9 @@ per model back from the container's output. Modules:
 
 - `request`: the request/result data (no heavy imports; the host uses it too);
 - `frontend`: load and vet the ONNX file, fix input shapes, import into Relax;
-- `prepare`: ONNX-level fixes of real-world exports before the frontend;
+- `prepare`: ONNX-level fixes of real-world exports before the frontend, with
+  `onnx_fold` (constant folding, constant If/Where) and `onnx_versions`
+  (opset conversion, function bodies);
 - `optimize`: blocked-layout convolutions with a hand schedule, falling back
   to TVM's default pipeline; the wasm TIR pipeline;
 - `plan`: the execution plan (docs/plan-format.md) from the lowered `main`;

@@ -25,11 +25,19 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     if not model.graph.node:
         raise ModelError(f"{path.name} is not a valid ONNX model (empty graph)")
     try:
-        onnx.checker.check_model(model)
+        # By path when weights live in external files: the checker then looks
+        # for them beside the model rather than in the working directory.
+        onnx.checker.check_model(str(path) if _uses_external_data(model) else model)
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelError(f"{path.name} failed the ONNX checker: {first_line}") from None
     return model
+
+
+def _uses_external_data(model: onnx.ModelProto) -> bool:
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in model.graph.initializer)
 
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:

@@ -1,17 +1,146 @@
-"""ONNX-level preparation before TVM's frontend sees a model.
+"""ONNX-level preparation of real-world exports before TVM's frontend sees them.
 
-Returns the model unchanged when it needs nothing (so models that already
-import cleanly compile to the same bytes as before).
+`prepare` works on a copy and runs, in order: external data loaded from beside
+the model; local functions inlined; initializers listed as graph inputs made
+plain constants; `--freeze` inputs baked in; `--input-shape` written into the
+inputs; an opset conversion where the frontend's converters need one; ops TVM
+lacks expanded through their ONNX function bodies; constant folding (shape
+arithmetic, constant `If`/`Where`) until a fixpoint; dead code removed. Control
+flow that is left is refused with a ModelError naming the node.
+
+It returns the very same model object when none of this changed anything, so
+models that already import cleanly compile to the same bytes as before.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
+from . import onnx_fold, onnx_versions
+from .frontend import ModelError, graph_inputs
 
 def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]],
             frozen: dict[str, dict], warnings: list[str] | None = None) -> onnx.ModelProto:
-    """Placeholder until the framework-quirk passes land: the model as it is."""
-    return model
+    """The model ready for `frontend.import_relax`, or `model` itself when it needs nothing."""
+    notes: list[str] = []
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    changed = _load_external_data(work, base_dir)
+    changed |= _inline_local_functions(work, notes)
+    changed |= _initializers_as_constants(work, notes)
+    changed |= _freeze_inputs(work, frozen, notes)
+    changed |= _fix_input_shapes(work, shapes)
+    graph_inputs(work, shapes)  # dynamic dims left: the ModelError with its --input-shape hint
+    changed |= onnx_versions.convert_opset(work, notes)
+    changed |= onnx_versions.expand_functions(work, notes)
+    folded, resolved = onnx_fold.fold(work)
+    if folded:
+        notes.append(f"folded {folded} constant nodes")
+    notes += [f"resolved {r} at build time" for r in resolved[:3]]
+    if len(resolved) > 3:
+        notes.append(f"resolved {len(resolved) - 3} more If/Where nodes at build time")
+    onnx_fold.check_control_flow(work.graph)
+    if not (changed or folded or resolved):
+        return model
+    onnx_fold.remove_dead(work.graph)
+    if warnings is not None:
+        warnings.extend(notes)
+    return work
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: Path) -> bool:
+    """Weights kept in files beside the .onnx (already vetted by the host) -> inline."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        return False
+    try:
+        load_external_data_for_model(model, str(base_dir))
+    except Exception as exc:  # noqa: BLE001 - missing/short files, bad locations
+        raise ModelError(f"cannot load the model's external data: {_first_line(exc)}") from None
+    return True
+
+
+def _inline_local_functions(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """FunctionProtos in the model (TVM reads none of them) -> their nodes."""
+    if not model.functions:
+        return False
+    count = len(model.functions)
+    opset = onnx_fold.default_opset(model)
+    for function in model.functions:
+        onnx_versions.retarget(function, opset)
+    onnx_versions.inline(model)
+    left = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node
+                   if any((f.domain, f.name) == (n.domain, n.op_type) for f in model.functions)})
+    if left:
+        raise ModelError(f"cannot inline the model's function {left[0]}: it uses another opset than the model")
+    notes.append(f"inlined {count} local function{'s' * (count > 1)}")
+    return True
+
+
+def _initializers_as_constants(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """Old IR (Caffe2 exports) lists every initializer as a graph input too: constants."""
+    inits = {init.name for init in model.graph.initializer}
+    kept = [value for value in model.graph.input if value.name not in inits]
+    if len(kept) == len(model.graph.input):
+        return False
+    notes.append(f"treated {len(model.graph.input) - len(kept)} initializers listed as inputs as constants")
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.ir_version = max(model.ir_version, 4)
+    return True
+
+
+def _freeze_inputs(model: onnx.ModelProto, frozen: dict[str, dict], notes: list[str]) -> bool:
+    """`--freeze NAME=VALUE`: the input becomes an initializer of its own dtype."""
+    from ..errors import UserError
+    from ..freeze import frozen_array
+
+    inputs = {value.name: value for value in model.graph.input}
+    for name, entry in frozen.items():
+        if name not in inputs:
+            raise ModelError(f"--freeze {name}: the model has no input '{name}' "
+                             f"(inputs: {', '.join(inputs) or 'none'})")
+        tensor_type = inputs[name].type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                    for d in tensor_type.shape.dim]
+        try:
+            value = np.asarray(frozen_array(entry, dtype, declared), dtype)
+        except (UserError, ValueError, TypeError) as exc:
+            raise ModelError(f"--freeze {name}: {_first_line(exc)}") from None
+        if tensor_type.HasField("shape") and (value.ndim != len(declared) or any(d is not None and d != v for d, v in zip(declared, value.shape))):
+            raise ModelError(f"--freeze {name}: value of shape {list(value.shape)} does not fit the "
+                             f"input's shape {[d if d else '?' for d in declared]}")
+        model.graph.input.remove(inputs[name])
+        model.graph.initializer.append(numpy_helper.from_array(value, name))
+        notes.append(f"froze input '{name}' to a constant")
+    return bool(frozen)
+
+
+def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> bool:
+    """Write `--input-shape` overrides into the declared input shapes."""
+    changed = False
+    for value in model.graph.input:
+        if value.name not in shapes:
+            continue
+        shape = value.type.tensor_type.shape
+        current = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+        if current == list(shapes[value.name]):
+            continue
+        shape.ClearField("dim")
+        for size in shapes[value.name]:
+            shape.dim.add().dim_value = size
+        changed = True
+    if changed:
+        del model.graph.value_info[:]  # stale: re-inferred with the static shapes
+    return changed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,167 @@
+"""Opsets and functions: what TVM's converters need, and onnx's own definitions
+for what they lack.
+
+`convert_opset` runs onnx.version_converter only where the frontend's
+converters cannot read the model's version of an op; `expand_functions`
+replaces ops without a converter by their ONNX function bodies; `inline`
+and `retarget` make onnx's inliner accept functions written for another opset.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from . import onnx_fold
+from .frontend import ModelError
+
+
+# Domain of the temporary local functions that expand ops TVM lacks.
+_EXPAND_DOMAIN = "wasmforge.expand"
+# The oldest default-domain opset accepted (older ones are converted to it).
+MIN_OPSET = 7
+# Opset 13 changed their axis semantics but not their signature.
+_MEANING_CHANGED = {"Softmax", "LogSoftmax", "Hardmax"}
+
+
+
+def inline(model: onnx.ModelProto) -> None:
+    import onnx.inliner
+
+    try:
+        inlined = onnx.inliner.inline_local_functions(model)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot inline the model's functions: {_first_line(exc)}") from None
+    model.CopyFrom(inlined)
+
+
+def retarget(function: onnx.FunctionProto, opset: int) -> bool:
+    """Make `function` import the model's default opset when every op of its body
+    has the same signature at both versions (onnx's inliner skips functions whose
+    opset differs from the model's)."""
+    for entry in function.opset_import:
+        if entry.domain not in ("", "ai.onnx") or entry.version == opset:
+            continue
+        ops = {n.op_type for n in function.node if n.domain in ("", "ai.onnx")}
+        if not all(_same_signature(op, entry.version, opset) for op in ops):
+            return False
+        entry.version = opset
+    return True
+
+
+def _signature(op: str, opset: int):
+    schema = onnx.defs.get_schema(op, opset)
+    return (sorted(schema.attributes), schema.min_input, schema.max_input,
+            schema.min_output, schema.max_output)
+
+
+def _same_signature(op: str, a: int, b: int) -> bool:
+    """Whether `op` at opsets a and b takes the same inputs and attributes (types
+    aside), except for the ops whose meaning changed without a new signature."""
+    if op in _MEANING_CHANGED and min(a, b) < 13 <= max(a, b):
+        return False
+    try:
+        return _signature(op, a) == _signature(op, b)
+    except onnx.defs.SchemaError:
+        return False
+
+
+def _converter_versions() -> dict[str, list[int]]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    return {op: sorted(int(d[len("_impl_v"):]) for d in dir(cls) if d.startswith("_impl_v"))
+            for op, cls in _get_convert_map().items()}
+
+
+def needed_opset(model: onnx.ModelProto) -> int:
+    """The opset the frontend needs: the model's own unless it is below MIN_OPSET, or
+    an op of the model has only converters for later versions whose signature
+    (attributes, inputs) differs from the model's version of the op."""
+    opset = onnx_fold.default_opset(model)
+    target = max(opset, MIN_OPSET)
+    versions = _converter_versions()
+    for op in sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}):
+        impls = versions.get(op)
+        if not impls or impls[0] <= opset:
+            continue
+        try:
+            mine, theirs = onnx.defs.get_schema(op, opset), onnx.defs.get_schema(op, impls[0])
+        except onnx.defs.SchemaError:
+            continue
+        if set(mine.attributes) - set(theirs.attributes) or mine.min_input < theirs.min_input:
+            target = max(target, impls[0])
+    return target
+
+
+def convert_opset(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """onnx.version_converter where the frontend needs another default-domain opset."""
+    from onnx import version_converter
+
+    opset, newest = onnx_fold.default_opset(model), onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ModelError(f"opset {opset} is newer than the newest this build knows ({newest})")
+    target = needed_opset(model)
+    if target == opset:
+        return False
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as exc:  # noqa: BLE001 - a missing adapter, mostly
+        raise ModelError(f"cannot convert opset {opset} -> {target}: {_first_line(exc)}") from None
+    model.CopyFrom(converted)
+    notes.append(f"converted opset {opset} -> {target}")
+    return True
+
+
+def _function_body(node: onnx.NodeProto, opset: int, types) -> onnx.FunctionProto | None:
+    """The ONNX function defining `node` at `opset`, if its schema has one."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset)
+    except onnx.defs.SchemaError:
+        return None
+    plain = [v for v in schema.function_opset_versions if v <= opset]
+    context = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    if plain:
+        body = schema.get_function_with_opset_version(max(plain))
+    elif context:
+        input_types = [types.get(name, onnx.TypeProto()).SerializeToString() for name in node.input]
+        body = schema.get_context_dependent_function_with_opset_version(
+            max(context), node.SerializeToString(), input_types)
+    else:
+        return None
+    function = onnx.FunctionProto()
+    function.ParseFromString(body)
+    return function if function.node else None
+
+
+def expand_functions(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """Ops without a TVM converter but with an ONNX function body -> that body
+    (as a local function per node, inlined by onnx's inliner)."""
+    versions = _converter_versions()
+    missing = [n for n in model.graph.node
+               if n.domain in ("", "ai.onnx") and n.op_type not in versions and n.op_type != "If"]
+    if not missing:
+        return False
+    opset, types = onnx_fold.default_opset(model), onnx_fold.infer_types(model)
+    expanded = set()
+    for index, node in enumerate(missing):
+        function = _function_body(node, opset, types)
+        if function is None or not retarget(function, opset):
+            continue
+        expanded.add(node.op_type)
+        function.domain, function.name = _EXPAND_DOMAIN, f"{node.op_type}_{index}"
+        model.functions.append(function)
+        node.domain, node.op_type = _EXPAND_DOMAIN, function.name
+    if not expanded:
+        return False
+    model.opset_import.append(helper.make_opsetid(_EXPAND_DOMAIN, 1))
+    inline(model)
+    kept = [o for o in model.opset_import if o.domain != _EXPAND_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    notes.append(f"expanded {', '.join(sorted(expanded))} through the ONNX function definition")
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
