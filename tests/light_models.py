@@ -3,8 +3,9 @@
 Their weights are `ConstantOfShape` fills (every conv weight the same number),
 so their outputs are uniform and say nothing about the numbers. `with_random_weights`
 replaces every weight by seeded random values scaled like a trained network's
-(He-scaled conv/Gemm weights, small biases, positive BatchNormalization
-variances), keeping the graph otherwise as exported (Caffe2: IR 3, initializers
+(He-scaled conv weights, small Gemm weights and biases, positive
+BatchNormalization variances and damping scales, so that 50-layer residual
+stacks neither explode nor saturate the softmax), keeping the graph otherwise as exported (Caffe2: IR 3, initializers
 listed as graph inputs, multi-input Sum).
 """
 
@@ -46,9 +47,12 @@ def _value(role, shape, rng) -> np.ndarray:
     op, index = role or ("", 0)
     if op == "Conv" and index == 1 or op == "Gemm" and index == 1:
         fan_in = int(np.prod(shape[1:])) if op == "Conv" else int(min(shape))
-        return rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))
+        scale = np.sqrt(2.0 / max(fan_in, 1)) if op == "Conv" else 1.0 / np.sqrt(max(fan_in, 1))
+        return rng.standard_normal(shape) * scale
     if op == "BatchNormalization":
-        if index in (1, 4):  # scale, variance: positive, around 1
+        if index == 1:  # scale: below 1, so residual stacks do not blow up
+            return rng.uniform(0.2, 0.6, shape)
+        if index == 4:  # variance: positive
             return rng.uniform(0.5, 1.5, shape)
         return rng.standard_normal(shape) * 0.1  # bias, mean
     if op == "Mul":

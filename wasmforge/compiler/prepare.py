@@ -37,6 +37,7 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
     graph_inputs(work, shapes)  # dynamic dims left: the ModelError with its --input-shape hint
     changed |= onnx_versions.convert_opset(work, notes)
     changed |= onnx_versions.expand_functions(work, notes)
+    changed |= _inference_rewrites(work.graph, notes)
     folded, resolved = onnx_fold.fold(work)
     if folded:
         notes.append(f"folded {folded} constant nodes")
@@ -139,6 +140,50 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> b
     if changed:
         del model.graph.value_info[:]  # stale: re-inferred with the static shapes
     return changed
+
+
+def _inference_rewrites(graph: onnx.GraphProto, notes: list[str]) -> bool:
+    """Ops whose Relax import defeats the blocked-layout optimiser, in equivalent forms:
+    `Dropout` (inference: the identity; Relax makes it a tuple) -> Identity, and
+    `Sum`/`Mean` (Relax: broadcast + stack + reduce) -> a chain of binary Adds."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    nodes, rewritten = [], {"Dropout": 0, "Sum": 0, "Mean": 0}
+    for node in graph.node:
+        if node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and \
+                not any(out in used for out in node.output[1:]):
+            nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
+        elif node.op_type in ("Sum", "Mean") and node.domain in ("", "ai.onnx") and len(node.input) >= 2:
+            nodes += _add_chain(node, graph)
+        else:
+            nodes.append(node)
+            continue
+        rewritten[node.op_type] += 1
+    if not any(rewritten.values()):
+        return False
+    del graph.node[:]
+    graph.node.extend(nodes)
+    done = ", ".join(f"{count} {op}" for op, count in rewritten.items() if count)
+    notes.append(f"rewrote {done} for inference")
+    return True
+
+
+def _add_chain(node: onnx.NodeProto, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Sum(a, b, c) -> Add(Add(a, b), c); Mean divides the sum by the input count."""
+    base = node.name or node.output[0]
+    total, chain = node.input[0], []
+    last = len(node.input) - 1 if node.op_type == "Sum" else None
+    for index, operand in enumerate(node.input[1:], 1):
+        out = node.output[0] if index == last else f"{base}/wasmforge_add{index}"
+        chain.append(helper.make_node("Add", [total, operand], [out], name=f"{base}/add{index}"))
+        total = out
+    if node.op_type == "Mean":
+        scale = f"{base}/wasmforge_inverse_count"
+        # The same float type as the inputs: the chain's elem type, float32 unless told.
+        dtype = next((helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+                      for v in [*graph.input, *graph.value_info] if v.name == node.input[0]), np.float32)
+        graph.initializer.append(numpy_helper.from_array(np.array(1.0 / len(node.input), dtype), scale))
+        chain.append(helper.make_node("Mul", [total, scale], [node.output[0]], name=f"{base}/mean"))
+    return chain
 
 
 def _first_line(exc: BaseException) -> str:
