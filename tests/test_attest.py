@@ -12,6 +12,7 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from tests.manifests import seal
 from wasmforge import artifact, attest, images
 from wasmforge.paths import ROOT
 
@@ -81,9 +82,7 @@ def make_artifact(directory, wasm=b"\0asm\1\0\0\0"):
     (directory / "m.wasm").write_bytes(wasm)
     (directory / "reference" / "case0").mkdir(parents=True)
     (directory / "reference" / "case0" / "input0.npy").write_bytes(b"data")
-    manifest = {"name": "m", "wasm": "m.wasm", "source": {"registry": "m", "sha256": "d" * 64}}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    artifact.write_sums(directory)
+    seal(directory)  # name m, source: the registry's m with sha256 d...d
     return directory
 
 
