@@ -21,8 +21,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import docker
-import docker.errors
 from rich.console import Console
 from rich.markup import escape
 
@@ -59,7 +57,10 @@ def _canon(obj) -> bytes:
 
 # --- docker ------------------------------------------------------------------
 
-def docker_client() -> docker.DockerClient:
+def docker_client():
+    """A docker-py client whose daemon answers, or a UserError (the SDK is imported here, not at start-up)."""
+    import docker
+
     try:
         client = docker.from_env(timeout=600)
         client.ping()
@@ -75,6 +76,8 @@ def _console(console: Console | None) -> Console:
 
 
 def _local_image(client, ref: str):
+    import docker.errors
+
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -103,7 +106,7 @@ def ensure_base(client, console: Console | None = None, *, base_image: str | Non
             try:
                 console.print(f"pulling base image {ref}")
                 client.images.pull(ref)
-            except docker.errors.DockerException as e:
+            except Exception as e:  # docker.errors.DockerException and requests' errors
                 raise UserError(f"base image {ref} is neither local nor pullable: {e}", exit_code=1) from e
         return ref
     tag = base_tag(pins)
