@@ -9,16 +9,15 @@ module is benchmarked in the `docker` test.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+from tests.cli import invoke
 from tests.manifests import seal
-from wasmforge import artifact, bench, build, reference
+from wasmforge import bench, build
 from wasmforge.artifact import ArtifactError
 from wasmforge.errors import UserError
 from wasmforge.hashing import sha256_file
@@ -68,10 +67,9 @@ def test_missing_artifact_is_one_line_error(tmp_path):
 
 
 def test_invoke_bench_without_artifact_exits_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "no-such-model-built"],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    code, _, err = invoke("bench", "--model", "no-such-model-built")
+    assert code == 2
+    assert err.strip().splitlines() == [
         "error: no artifact dist/no-such-model-built; build it with `invoke build --model no-such-model-built`"]
 
 
@@ -188,22 +186,3 @@ def test_an_input_unlike_the_recorded_case0_is_noted(tmp_path):
 
 
 # --- with Docker ------------------------------------------------------------------
-
-
-@pytest.mark.docker
-def test_bench_lenet_digits(built_artifact, tmp_path):
-    built_artifact("lenet-digits")
-    out_json = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "lenet-digits", "--runs", "2",
-                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "wasm" in done.stdout and "ORT 1 thread" in done.stdout
-    report = json.loads(out_json.read_text())
-    assert_schema(report)
-    assert report["ok"] is True and report["model"] == "lenet-digits" and report["runs"] == 2
-    wasm = report["wasm"]
-    assert wasm["available"] and wasm["agrees"] and len(wasm["times_ms"]) == 2
-    assert wasm["linear_memory_bytes"] > 0 and wasm["wasm_bytes"] > 0 and wasm["instantiate_ms"] > 0
-    assert report["ratios"]["wasm_vs_ort_1t"] > 0
-    if report["tvm_native"]["available"]:
-        assert report["tvm_native"]["same_plan_as_wasm"] in (True, None)
