@@ -10,7 +10,7 @@ import pytest
 
 from wasmforge import images
 from wasmforge.errors import UserError
-from wasmforge.paths import ROOT
+from wasmforge.paths import PINS_FILE, ROOT
 
 LOCKS = ["builder", "smoke", "host"]
 
@@ -61,15 +61,14 @@ def test_pins_parse_and_labels_resolve():
 @pytest.fixture
 def tree(tmp_path):
     """A copy of the files the tags hash, to change one at a time."""
-    for rel in ("docker", "requirements", "resources/pins.toml"):
-        src, dst = ROOT / rel, tmp_path / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    for rel in ("docker", "requirements"):
+        shutil.copytree(ROOT / rel, tmp_path / rel)
+    shutil.copy(PINS_FILE, tmp_path / "pins.toml")
     return tmp_path
 
 
 def _tags(root: Path, base="sha256:aaa"):
-    pins = images.load_pins(root / "resources" / "pins.toml")
+    pins = images.load_pins(root / "pins.toml" if root != ROOT else PINS_FILE)
     return {k: images.image_tag(k, pins, base, root) for k in ("builder", "smoke")}
 
 
@@ -82,8 +81,8 @@ def test_image_tags_are_stable(tree):
 @pytest.mark.parametrize("change, changed", [
     (lambda r: (r / "docker/builder/Dockerfile").open("a").write("# x\n"), {"builder"}),
     (lambda r: (r / "requirements/smoke.txt").open("a").write("# x\n"), {"smoke"}),
-    (lambda r: _edit(r / "resources/pins.toml", 'rustc = "1.85.1', 'rustc = "1.85.2'), {"builder"}),
-    (lambda r: _edit(r / "resources/pins.toml", "source_date_epoch = 1", "source_date_epoch = 2"),
+    (lambda r: _edit(r / "pins.toml", 'rustc = "1.85.1', 'rustc = "1.85.2'), {"builder"}),
+    (lambda r: _edit(r / "pins.toml", "source_date_epoch = 1", "source_date_epoch = 2"),
      {"builder", "smoke"}),
 ], ids=["dockerfile", "lock", "apt-pin", "epoch"])
 def test_image_tag_follows_its_inputs(tree, change, changed):

@@ -51,7 +51,7 @@ from .bench_worker import EVENT_PREFIX
 from .errors import UserError
 from .fetch import model_path
 from .hashing import sha256_file
-from .paths import DIST, ROOT
+from .paths import DIST, PACKAGE
 from .registry import get_model
 from .run import artifact_dir
 
@@ -154,10 +154,12 @@ def run_step(step: str, key: str, request: dict, work: Path, progress: Progress,
     request_path = out_dir / "request.json"
     request_path.write_text(json.dumps(request))
     stderr_path = out_dir / "stderr.txt"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # The worker imports this very package (first on its path, whether checked out or installed).
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))}
     with open(stderr_path, "wb") as stderr:
         worker = subprocess.Popen([sys.executable, "-m", "wasmforge.bench_worker", str(request_path)],
-                                  stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT, text=True)
+                                  stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=PACKAGE.parent, text=True)
         try:
             for line in worker.stdout:
                 if not line.startswith(EVENT_PREFIX):

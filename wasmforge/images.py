@@ -26,9 +26,8 @@ from rich.markup import escape
 
 from wasmforge import __version__
 from wasmforge.errors import UserError
-from wasmforge.paths import CACHE, ROOT
+from wasmforge.paths import CACHE, PINS_FILE, ROOT
 
-PINS_FILE = ROOT / "resources" / "pins.toml"
 # Bump when _bootstrap/_tidy_rootfs/_write_tar change what ends up in the base.
 BOOTSTRAP_RECIPE = 1
 # The wheels are for the images' Debian CPython 3.13; manylinux_2_28 matches the
@@ -368,7 +367,7 @@ def _follow_build(stream, console: Console, tag: str, log_path: Path) -> None:
                 log.write(err + "\n")
                 err = re.sub(r"(?s)^The command .* returned", "the command returned", err.strip())
                 tail = "\n".join(lines[-20:])
-                hint = ("\n(an apt pin in resources/pins.toml may be gone from the mirror after a "
+                hint = ("\n(an apt pin in wasmforge/resources/pins.toml may be gone from the mirror after a "
                         "Debian point release: re-read it with apt-cache policy)"
                         if re.search(r"Version '.*' for '.*' was not found", tail) else "")
                 raise UserError(f"docker build of {tag} failed at {step or 'start'}: {err}\n"
