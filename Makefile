@@ -6,16 +6,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= lenet-digits
 
-.PHONY: setup build test test-python test-rust docker-test clean
+.PHONY: setup build test test-python test-unit test-rust docker-test clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/host.txt
+$(VENV)/.installed: requirements/host.txt pyproject.toml
 	@command -v debootstrap >/dev/null || { \
 	  echo "installing debootstrap (needed to bootstrap the base image offline)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements/host.txt
+	# The checkout itself, editable: `wasmforge` (= `invoke`) on the PATH of the
+	# venv. setuptools comes from the lock above, so no build isolation is needed.
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 build: setup
@@ -29,6 +32,10 @@ test-rust:
 # pytest exits 5 when it collected no test; that is not a failure of the suite.
 test-python: setup
 	$(BIN)/python -m pytest tests -ra; code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ]
+
+# The fast half: no Docker daemon needed (tests/e2e/ is the other half).
+test-unit: setup
+	$(BIN)/python -m pytest tests -ra -m "not e2e"
 
 docker-test: setup
 	$(BIN)/invoke smoke --model $(MODEL)

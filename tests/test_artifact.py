@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import shutil
 import subprocess
 
 import pytest
 
+from tests.manifests import manifest_dict, seal
 from wasmforge import artifact
+from wasmforge.artifact import Manifest
+from wasmforge.paths import DIST
 
 
 def make_artifact(directory):
@@ -16,10 +21,7 @@ def make_artifact(directory):
     (directory / "m.wasm").write_bytes(b"\0asm\1\0\0\0")
     (directory / "reference" / "case0").mkdir(parents=True)
     (directory / "reference" / "case0" / "input0.npy").write_bytes(b"data")
-    files = {n: {"sha256": artifact.sha256_file(directory / n), "size": 1}
-             for n in artifact.artifact_files(directory)}
-    (directory / "manifest.json").write_text(json.dumps({"wasm": "m.wasm", "files": files}))
-    artifact.write_sums(directory)
+    seal(directory)
     return directory
 
 
@@ -105,9 +107,11 @@ def test_publish_restores_previous_on_failure(tmp_path, monkeypatch):
     artifact.verify_sums(old)
 
 
+FILES = {"m.wasm": {"sha256": "a" * 64, "size": 8}, "m.params.bin": {"sha256": "b" * 64, "size": 4}}
+
+
 def _params_manifest(params) -> dict:
-    manifest = {"wasm": "m.wasm", "files": {"m.wasm": {"sha256": "a" * 64, "size": 8},
-                                            "m.params.bin": {"sha256": "b" * 64, "size": 4}}}
+    manifest = manifest_dict(copy.deepcopy(FILES))
     if params is not None:
         manifest["params"] = params
     return manifest
@@ -119,19 +123,19 @@ def _params_manifest(params) -> dict:
     ({"file": "m.params.bin", "sha256": "b" * 64, "size": 4}, "m.params.bin"),
 ])
 def test_params_file(params, expected):
-    assert artifact.params_file(_params_manifest(params)) == expected
+    assert Manifest.from_dict(_params_manifest(params)).params_file == expected
 
 
 @pytest.mark.parametrize("params, fragment", [
-    ({"file": "other.params.bin", "sha256": "b" * 64}, "does not list"),
-    ({"file": "../m.params.bin", "sha256": "b" * 64}, "does not list"),
+    ({"file": "other.params.bin", "sha256": "b" * 64, "size": 4}, "does not list"),
+    ({"file": "../m.params.bin", "sha256": "b" * 64, "size": 4}, "does not list"),
     ({"sha256": "b" * 64}, "does not list"),
     ("external", "does not list"),
-    ({"file": "m.params.bin", "sha256": "c" * 64}, "two different sha256"),
+    ({"file": "m.params.bin", "sha256": "c" * 64, "size": 4}, "two different sha256"),
 ])
 def test_bad_params_entries_are_refused(params, fragment):
     with pytest.raises(artifact.ArtifactError, match=fragment):
-        artifact.params_file(_params_manifest(params))
+        Manifest.from_dict(_params_manifest(params))
 
 
 def test_external_params_file_is_verified_like_every_file(tmp_path):
@@ -139,13 +143,70 @@ def test_external_params_file_is_verified_like_every_file(tmp_path):
     directory.mkdir()
     (directory / "m.wasm").write_bytes(b"\0asm\1\0\0\0")
     (directory / "m.params.bin").write_bytes(b"weights")
-    files = {n: {"sha256": artifact.sha256_file(directory / n), "size": (directory / n).stat().st_size}
-             for n in artifact.artifact_files(directory)}
-    manifest = {"wasm": "m.wasm", "files": files, "params": {"file": "m.params.bin", **files["m.params.bin"]}}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    artifact.write_sums(directory)
+    record = artifact.FileRecord.of(directory / "m.params.bin")
+    seal(directory, params={"file": "m.params.bin", **record.to_dict()})
     assert "m.params.bin" in artifact.verify_sums(directory)
-    assert artifact.params_file(artifact.verify_artifact(directory)) == "m.params.bin"
+    assert artifact.verify_artifact(directory).params_file == "m.params.bin"
     (directory / "m.params.bin").write_bytes(b"weightz")
     with pytest.raises(artifact.ArtifactError, match=r"^m\.params\.bin does not match its sha256 in SHA256SUMS$"):
         artifact.verify_artifact(directory)
+
+
+# --- Manifest: validation and a byte-identical round trip ---------------------------
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m: m.pop("reference"), "no valid reference.cases"),
+    (lambda m: m["reference"].update(cases=0), "records no reference cases"),
+    (lambda m: m["reference"].update(relative_tolerance="1e-3"), "no valid reference.relative_tolerance"),
+    (lambda m: m["reference"].update(cases=True), "no valid reference.cases"),
+    (lambda m: m.update(wasm="../../bin/sh"), "does not list"),
+    (lambda m: m.update(params={"file": "../../etc/passwd", "sha256": "0" * 64, "size": 1}), "does not list"),
+    (lambda m: m.pop("name"), "no valid name"),
+    (lambda m: m.update(format=2), "format 2"),
+    (lambda m: m.update(build_seconds=12.5), "unknown key build_seconds"),
+    (lambda m: m["inputs"][0].update(shape=[1, "8"]), "no valid inputs[0].shape"),
+    (lambda m: m["source"].pop("registry"), "source.registry or source.file"),
+    (lambda m: m["files"]["m.wasm"].update(sha256="x"), "no valid files.m.wasm.sha256"),
+    (lambda m: m["files"].update({"../x": {"sha256": "a" * 64, "size": 1}}), "outside the artifact"),
+    (lambda m: m.update(frozen={"x": {"value": 1, "sha256": "a" * 64}}), "no valid frozen.x"),
+])
+def test_incomplete_or_malformed_manifest_is_refused(change, fragment):
+    data = manifest_dict(copy.deepcopy(FILES))
+    assert Manifest.from_dict(data).reference.cases == 3
+    change(data)
+    with pytest.raises(artifact.ArtifactError, match=re.escape(fragment)):
+        Manifest.from_dict(data)
+
+
+def test_a_manifest_that_is_not_json_is_one_error(tmp_path):
+    (tmp_path / "manifest.json").write_text("{nope")
+    with pytest.raises(artifact.ArtifactError, match="not valid JSON"):
+        Manifest.read(tmp_path)
+    with pytest.raises(artifact.ArtifactError, match="has no manifest.json"):
+        Manifest.read(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"params": {"file": "m.params.bin", "sha256": "b" * 64, "size": 4}},
+    {"frozen": {"mask": {"value": 1}, "scale": {"value": 0.5}, "x": {"sha256": "e" * 64}}},
+    {"tuning": {"database": "tuning/m/wasm32-simd128", "sha256": "f" * 64}},
+    {"source": {"file": "mine.onnx", "sha256": "d" * 64}},
+])
+def test_manifest_round_trips_byte_for_byte(tmp_path, extra):
+    data = manifest_dict(copy.deepcopy(FILES), **extra)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    (tmp_path / "manifest.json").write_text(text)
+    manifest = Manifest.read(tmp_path)
+    assert manifest.to_json() == text
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    manifest.write(tmp_path)
+    assert (tmp_path / "manifest.json").read_text() == text
+
+
+@pytest.mark.skipif(not (DIST / "lenet-digits" / "manifest.json").is_file(), reason="no dist/lenet-digits built")
+def test_a_real_manifest_round_trips_byte_for_byte():
+    """The build writes manifests through Manifest; one read back must write the very same bytes."""
+    text = (DIST / "lenet-digits" / "manifest.json").read_bytes()
+    assert Manifest.from_json(text.decode()).to_json().encode() == text

@@ -9,15 +9,15 @@ module is benchmarked in the `docker` test.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from wasmforge import artifact, bench, build, reference
+from tests.cli import invoke
+from tests.manifests import seal
+from wasmforge import bench, build
 from wasmforge.artifact import ArtifactError
 from wasmforge.errors import UserError
 from wasmforge.hashing import sha256_file
@@ -27,8 +27,7 @@ LENET = ROOT / "models" / "lenet-digits" / "lenet-digits.onnx"
 LENET_INPUTS = [{"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}]
 LENET_OUTPUTS = [{"name": "logits", "shape": [1, 10], "dtype": "float32"}]
 
-TOP_FIELDS = {"model", "runs", "seed", "wasm", "ort_1t", "ort_all", "tvm_native", "ratios", "build_seconds",
-              "host", "notes", "ok"}
+TOP_FIELDS = {"model", "runs", "seed", "wasm", "ort_1t", "ort_all", "tvm_native", "ratios", "host", "notes", "ok"}
 WASM_FIELDS = {"instantiate_ms", "min_ms", "median_ms", "wasm_bytes", "linear_memory_bytes", "peak_rss_bytes"}
 ENGINE_FIELDS = {"available", "min_ms", "median_ms", "peak_rss_bytes", "max_abs_diff", "agrees", "note"}
 RATIO_FIELDS = {"wasm_vs_ort_1t", "wasm_vs_tvm_native", "wasm_vs_ort_all", "tvm_native_vs_ort_1t"}
@@ -41,13 +40,9 @@ def fake_artifact(dist: Path, wasm_bytes: bytes = b"\0asm junk") -> Path:
     directory.mkdir(parents=True)
     (directory / "lenet-digits.wasm").write_bytes(wasm_bytes)
     build.write_reference(directory, LENET, {"inputs": LENET_INPUTS})
-    files = {name: {"sha256": sha256_file(directory / name), "size": (directory / name).stat().st_size}
-             for name in artifact.artifact_files(directory)}
-    manifest = {"name": "lenet-digits", "wasm": "lenet-digits.wasm",
-                "source": {"registry": "lenet-digits", "sha256": sha256_file(LENET)},
-                "inputs": LENET_INPUTS, "outputs": LENET_OUTPUTS, "files": files}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    artifact.write_sums(directory)
+    seal(directory, name="lenet-digits", wasm="lenet-digits.wasm",
+         source={"registry": "lenet-digits", "sha256": sha256_file(LENET)},
+         inputs=LENET_INPUTS, outputs=LENET_OUTPUTS)
     return directory
 
 
@@ -72,10 +67,9 @@ def test_missing_artifact_is_one_line_error(tmp_path):
 
 
 def test_invoke_bench_without_artifact_exits_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "no-such-model-built"],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    code, _, err = invoke("bench", "--model", "no-such-model-built")
+    assert code == 2
+    assert err.strip().splitlines() == [
         "error: no artifact dist/no-such-model-built; build it with `invoke build --model no-such-model-built`"]
 
 
@@ -149,7 +143,7 @@ def _entry(median: float, agrees: bool = True, diff: float = 0.0) -> dict:
 
 
 def _report(**engines) -> dict:
-    report = {"model": "m", "runs": 1, "seed": 0, "build_seconds": 12.5, "notes": [],
+    report = {"model": "m", "runs": 1, "seed": 0, "notes": [],
               "host": {"cpu_model": "cpu", "cores": 4, "usable_cores": 4, "python": "3",
                        "versions": {"wasmtime": "1", "onnxruntime": "2", "tvm": "3"}},
               "wasm": {**_entry(2.0), "wasm_bytes": 1000, "linear_memory_bytes": 2**20, "instantiate_ms": 0.5,
@@ -179,30 +173,16 @@ def test_disagreement_is_loud():
     assert "DISAGREES" in record.export_text()
 
 
-def test_seeded_input_is_the_builds_reference_case0(tmp_path):
-    directory = fake_artifact(tmp_path)
-    inputs = reference.seeded_inputs(LENET_INPUTS, seed=bench.SEED)
-    assert bench._reference_input_notes(directory, inputs) == []
-    assert bench._reference_input_notes(directory, [np.zeros_like(inputs[0])])
+def test_an_input_unlike_the_recorded_case0_is_noted(tmp_path):
+    case0 = tmp_path / "reference" / "case0"
+    case0.mkdir(parents=True)
+    recorded = np.arange(4, dtype=np.float32)
+    np.save(case0 / "input0.npy", recorded)
+    assert bench._reference_input_notes(tmp_path, [recorded.copy()]) == []
+    notes = bench._reference_input_notes(tmp_path, [recorded + 1])
+    assert len(notes) == 1 and "differs from reference/case0" in notes[0]
+    assert bench._reference_input_notes(tmp_path, [recorded, recorded])  # a second input is a difference too
+    assert bench._reference_input_notes(tmp_path / "nothing-recorded", [recorded]) == []
 
 
 # --- with Docker ------------------------------------------------------------------
-
-
-@pytest.mark.docker
-def test_bench_lenet_digits(built_artifact, tmp_path):
-    built_artifact("lenet-digits")
-    out_json = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "invoke", "bench", "--model", "lenet-digits", "--runs", "2",
-                           "--json", str(out_json)], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "wasm" in done.stdout and "ORT 1 thread" in done.stdout
-    report = json.loads(out_json.read_text())
-    assert_schema(report)
-    assert report["ok"] is True and report["model"] == "lenet-digits" and report["runs"] == 2
-    wasm = report["wasm"]
-    assert wasm["available"] and wasm["agrees"] and len(wasm["times_ms"]) == 2
-    assert wasm["linear_memory_bytes"] > 0 and wasm["wasm_bytes"] > 0 and wasm["instantiate_ms"] > 0
-    assert report["ratios"]["wasm_vs_ort_1t"] > 0
-    if report["tvm_native"]["available"]:
-        assert report["tvm_native"]["same_plan_as_wasm"] in (True, None)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import onnx
 import pytest
-from tests import test_build
-from tests.onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
 
-from wasmforge import check
+from tests.cli import assert_one_line_error, invoke
+from tests.onnx_models import tiny_cnn, two_outputs, with_unsupported_ops
+from wasmforge import artifact, check
 from wasmforge.errors import UserError
 from wasmforge.fetch import model_cache_dir, model_path
 from wasmforge.paths import DIST, ROOT
@@ -68,12 +66,12 @@ def test_every_offline_registry_model_checks_out(name):
     # float32 weights: 4 bytes per parameter, give or take the int64 shape constants.
     assert abs(report.param_bytes - 4 * report.param_count) <= 8 * 64
     # Where the artifact was built, the size estimate is close to the real .wasm.
-    built = DIST / name / "manifest.json"
-    if built.is_file():
-        manifest = json.loads(built.read_text())
-        real = manifest["files"][f"{name}.wasm"]["size"]
+    built = DIST / name
+    if (built / "manifest.json").is_file():
+        manifest = artifact.load_manifest(built)
+        real = manifest.files[f"{name}.wasm"].size
         assert abs(report.wasm_estimate - real) <= 0.15 * real, (report.wasm_estimate, real)
-        assert abs(report.kernel_estimate - manifest["kernels"]) <= max(3, manifest["kernels"] // 4)
+        assert abs(report.kernel_estimate - manifest.kernels) <= max(3, manifest.kernels // 4)
 
 
 def test_unsupported_operators_are_reported(tmp_path):
@@ -88,8 +86,8 @@ def test_unsupported_operators_are_reported(tmp_path):
 def test_unsupported_operators_exit_2_naming_them(tmp_path):
     path = tmp_path / "unsupported.onnx"
     onnx.save(with_unsupported_ops(), path)
-    code, out, err = test_build.invoke("check", "--onnx", str(path))
-    test_build.assert_one_line_error(code, err, 2, "does not support: Celu, Det")
+    code, out, err = invoke("check", "--onnx", str(path))
+    assert_one_line_error(code, err, 2, "does not support: Celu, Det")
     assert "unsupported" in out and "Celu" in out and "Det" in out
 
 
@@ -132,8 +130,8 @@ def test_registry_shapes_fix_dynamic_dimensions(dynamic_model):
 
 
 def test_dynamic_dimension_cli(dynamic_model):
-    code, out, err = test_build.invoke("check", "--onnx", str(dynamic_model))
-    test_build.assert_one_line_error(code, err, 2, "--input-shape x=Nx1x8x8")
+    code, out, err = invoke("check", "--onnx", str(dynamic_model))
+    assert_one_line_error(code, err, 2, "--input-shape x=Nx1x8x8")
     assert "dynamic" in out
 
 
@@ -154,8 +152,8 @@ def test_malformed_input_shape(dynamic_model, spec):
 
 
 def test_missing_and_corrupt_files_are_one_line_errors(tmp_path):
-    code, _, err = test_build.invoke("check", "--onnx", str(tmp_path / "missing.onnx"))
-    test_build.assert_one_line_error(code, err, 2, "missing.onnx")
+    code, _, err = invoke("check", "--onnx", str(tmp_path / "missing.onnx"))
+    assert_one_line_error(code, err, 2, "missing.onnx")
     for content in (b"", b"this is not protobuf \xff\xfe"):
         path = tmp_path / "corrupt.onnx"
         path.write_bytes(content)

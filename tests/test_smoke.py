@@ -1,24 +1,22 @@
-"""The smoke test: `wasmforge.smoke` (the in-container runner) on the host, and
-`invoke smoke` in the real, locked-down container.
+"""The smoke test without Docker: `wasmforge.smoke` (the in-container runner)
+refuses a tampered artifact before running anything, imports only what the smoke
+image has, and the container settings are locked down.
 
-The host tests run the runner as plain Python on a copy of dist/lenet-digits/
-(built once in Docker by `built_artifact` if it is missing). The `docker` tests
-start the smoke image with `smoke_host.container_settings`, the same settings
-`invoke smoke` uses. Artifacts are copied to tmp_path before any tampering.
+Running real modules, on the host and in the container: tests/e2e/test_smoke.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.manifests import seal
 from wasmforge import artifact, smoke, smoke_host
-from wasmforge.errors import UserError
 from wasmforge.paths import ROOT
 
 MODEL = "lenet-digits"
@@ -26,9 +24,19 @@ TAMPERED = [f"{MODEL}.wasm", "reference/case1/output0.npy", "manifest.json"]
 
 
 @pytest.fixture
-def lenet(built_artifact, tmp_path):
-    """A private copy of dist/lenet-digits/, free to tamper with."""
-    return shutil.copytree(built_artifact(MODEL), tmp_path / MODEL)
+def lenet(tmp_path):
+    """A sealed artifact shaped like dist/lenet-digits/ (hashes, manifest, reference
+    data) whose module is never run: the runner must refuse it before that."""
+    directory = tmp_path / MODEL
+    directory.mkdir()
+    (directory / f"{MODEL}.wasm").write_bytes(b"\0asm\1\0\0\0 not run")
+    for case in range(3):
+        case_dir = directory / "reference" / f"case{case}"
+        case_dir.mkdir(parents=True)
+        np.save(case_dir / "input0.npy", np.full((1, 1, 8, 8), case, np.float32))
+        np.save(case_dir / "output0.npy", np.full((1, 10), case, np.float32))
+    seal(directory, name=MODEL, wasm=f"{MODEL}.wasm")
+    return directory
 
 
 def flip_byte(path):
@@ -39,10 +47,10 @@ def flip_byte(path):
 
 def reseal(directory):
     """Rewrite the manifest's file list and SHA256SUMS, as a build would have."""
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["files"] = {n: {"sha256": artifact.sha256_file(directory / n), "size": (directory / n).stat().st_size}
-                         for n in artifact.artifact_files(directory) if n != "manifest.json"}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = artifact.load_manifest(directory)
+    (directory / "manifest.json").unlink()
+    files = {n: artifact.FileRecord.of(directory / n) for n in artifact.artifact_files(directory)}
+    dataclasses.replace(manifest, files=files).write(directory)
     artifact.write_sums(directory)
 
 
@@ -51,15 +59,6 @@ def table_rows(text):
 
 
 # --- the runner on the host ---------------------------------------------------------
-
-
-def test_good_artifact_passes(lenet, capsys):
-    assert smoke.main([str(lenet)]) == 0
-    out, err = capsys.readouterr()
-    rows = table_rows(out)
-    assert [r[:2] for r in rows] == [["0", "pass"], ["1", "pass"], ["2", "pass"]]
-    assert all(r[4] == "same" for r in rows)
-    assert f"{MODEL}: all 3 reference cases pass" in out and err == ""
 
 
 @pytest.mark.parametrize("name", TAMPERED)
@@ -84,51 +83,6 @@ def test_rewritten_sums_do_not_hide_a_changed_module(lenet, capsys, monkeypatch)
     assert f"{MODEL}.wasm does not match its sha256 in manifest.json" in capsys.readouterr().err
 
 
-def test_a_wrong_reference_output_fails_its_case(lenet, capsys):
-    path = lenet / "reference" / "case1" / "output0.npy"
-    np.save(path, -np.load(path))  # far off and a different top-1
-    reseal(lenet)  # consistent hashes: the comparison itself must catch it
-    assert smoke.main([str(lenet)]) == smoke.EXIT_FAILED
-    out, err = capsys.readouterr()
-    assert [r[:2] for r in table_rows(out)] == [["0", "pass"], ["1", "FAIL"], ["2", "pass"]]
-    assert table_rows(out)[1][4] == "DIFF"
-    assert err.splitlines() == [f"error: {MODEL}: 1 of 3 reference cases failed"]
-
-
-@pytest.mark.parametrize("limit, message", [(["--memory-limit-mib", "1"], "memory limit exceeded"),
-                                            (["--time-limit", "0.000001"], "time limit exceeded")])
-def test_limits_fail_every_case(lenet, capsys, limit, message):
-    assert smoke.main([str(lenet), *limit]) == smoke.EXIT_FAILED
-    out, _ = capsys.readouterr()
-    rows = table_rows(out)
-    assert len(rows) == 3 and all(r[1] == "FAIL" for r in rows)
-    assert all(message in line for line in out.splitlines() if line.split()[0].isdigit())
-
-
-@pytest.mark.parametrize("change, fragment", [
-    (lambda m: m.pop("reference"), "no valid reference.cases"),
-    (lambda m: m["reference"].update(cases=0), "records no reference cases"),
-    (lambda m: m["reference"].update(relative_tolerance="1e-3"), "no valid reference.relative_tolerance"),
-    (lambda m: m.update(wasm="../../bin/sh"), "does not list"),
-    (lambda m: m.update(params={"file": "../../etc/passwd", "sha256": "0" * 64}), "does not list"),
-])
-def test_incomplete_manifest_is_refused(change, fragment):
-    manifest = {"wasm": "m.wasm", "files": {"m.wasm": {}},
-                "reference": {"cases": 3, "relative_tolerance": 1e-3, "absolute_floor": 1e-4}}
-    assert smoke.read_plan(manifest).cases == 3
-    change(manifest)
-    with pytest.raises(artifact.ArtifactError, match=fragment):
-        smoke.read_plan(manifest)
-
-
-def test_external_params_file_comes_from_the_manifest():
-    manifest = {"wasm": "m.wasm", "files": {"m.wasm": {}, "m.params.bin": {"sha256": "b" * 64}},
-                "reference": {"cases": 3, "relative_tolerance": 1e-3, "absolute_floor": 1e-4}}
-    assert smoke.read_plan(manifest).params is None
-    manifest["params"] = {"file": "m.params.bin", "sha256": "b" * 64, "size": 4}
-    assert smoke.read_plan(manifest).params == "m.params.bin"
-
-
 def test_runner_imports_only_stdlib_numpy_and_wasmtime():
     """What the smoke image has; rich, docker or onnx would fail there."""
     script = ("import sys; before = set(sys.modules); import wasmforge.smoke; "
@@ -148,90 +102,4 @@ def test_container_settings_are_locked_down(tmp_path):
     assert list(settings["tmpfs"]) == ["/tmp"]
 
 
-# --- the real container ------------------------------------------------------------------
-# (The `client` and `smoke_image` fixtures are in conftest.py.)
-
-
-@pytest.mark.docker
-def test_container_passes_the_good_artifact(client, smoke_image, lenet):
-    result = smoke_host.run_container(client, smoke_image, lenet, smoke_host.SMOKE_COMMAND)
-    text = "\n".join(result.lines)
-    assert result.exit_code == 0, text
-    assert [r[:2] for r in table_rows(text)] == [["0", "pass"], ["1", "pass"], ["2", "pass"]]
-    assert not client.containers.list(all=True, filters={"label": "io.wasmforge.step=smoke"})
-
-
-@pytest.mark.docker
-@pytest.mark.parametrize("name", TAMPERED)
-def test_container_refuses_a_tampered_artifact(client, smoke_image, lenet, name):
-    flip_byte(lenet / name)
-    result = smoke_host.run_container(client, smoke_image, lenet, smoke_host.SMOKE_COMMAND)
-    assert result.exit_code == smoke.EXIT_REFUSED
-    assert result.lines == [f"error: artifact refused: {name} does not match its sha256 in SHA256SUMS"]
-
-
-@pytest.mark.docker
-def test_smoke_task_passes_and_a_tampered_artifact_is_a_user_error(client, smoke_image, lenet):
-    proc = subprocess.run([sys.executable, "-m", "invoke", "smoke", "--model", MODEL], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert len(table_rows(proc.stdout)) == 3 and "smoke passed" in proc.stderr
-
-    flip_byte(lenet / f"{MODEL}.wasm")
-    with pytest.raises(UserError, match=f"refused: {MODEL}.wasm does not match") as e:
-        smoke_host.smoke(MODEL, dist=lenet.parent)
-    assert e.value.exit_code == 2
-
-
-
-@pytest.mark.docker
-def test_smoke_builds_a_missing_artifact_first(client, smoke_image, tmp_path, capsys):
-    dist = tmp_path / "dist"  # empty: nothing in the real dist/ is touched
-    smoke_host.smoke(MODEL, dist=dist)
-    assert (dist / MODEL / "SHA256SUMS").is_file()
-    assert [r[:2] for r in table_rows(capsys.readouterr().out)] == [["0", "pass"], ["1", "pass"], ["2", "pass"]]
-
 # Run as `python -c` in the smoke container; prints one JSON line of findings.
-PROBE = r"""
-import errno, json, os, socket
-def attempt(action):
-    try:
-        action()
-        return "ok"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc))
-def write(path):
-    return attempt(lambda: open(path, "w").close())
-def first(*paths):
-    for path in paths:
-        if os.path.exists(path):
-            return open(path).read().strip()
-status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
-print(json.dumps({
-    "uid": os.getuid(), "euid": os.geteuid(),
-    "interfaces": sorted(os.listdir("/sys/class/net")),
-    "connect": attempt(lambda: socket.create_connection(("1.1.1.1", 53), timeout=5).close()),
-    "dns": attempt(lambda: socket.getaddrinfo("deb.debian.org", 80)),
-    "writes": {p: write(p) for p in ("/etc/x", "/opt/x", "/x", "/home/smoke/x", "/artifact/x",
-                                     "/opt/wasmforge/wasmforge/x", "/tmp/x")},
-    "cap_eff": status["CapEff"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
-    "pids_max": first("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
-    "memory_max": first("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-}))
-"""
-
-
-@pytest.mark.docker
-def test_container_is_locked_down(client, smoke_image, lenet):
-    result = smoke_host.run_container(client, smoke_image, lenet, [smoke_host.PYTHON, "-c", PROBE])
-    assert result.exit_code == 0, result.lines
-    found = json.loads(result.lines[-1])
-    assert found["uid"] != 0 and found["euid"] != 0
-    assert found["interfaces"] == ["lo"]
-    assert found["connect"] != "ok" and found["dns"] != "ok"
-    writes = found["writes"]
-    assert writes.pop("/tmp/x") == "ok"  # the one writable place
-    assert writes == dict.fromkeys(writes, "EROFS")
-    assert int(found["cap_eff"], 16) == 0 and found["no_new_privs"] == "1"
-    assert found["pids_max"] == str(smoke_host.container_settings(lenet)["pids_limit"])
-    assert int(found["memory_max"]) == 2 << 30

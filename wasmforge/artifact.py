@@ -1,6 +1,8 @@
-"""The artifact directory `dist/<model>/`: SHA256SUMS, verification, atomic publishing.
+"""The artifact directory `dist/<model>/`: its manifest, SHA256SUMS, verification, atomic publishing.
 
 Standard library only: the smoke-test image verifies artifacts with this module.
+`Manifest` (below) is manifest.json as a validated dataclass; nothing else
+spells its keys.
 `SHA256SUMS` lists every other file in the directory (recursively, sorted, in
 the `sha256sum` text format), so `sha256sum -c SHA256SUMS` accepts it, and a
 file added, removed or changed after the build is detected.
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .hashing import sha256_file
@@ -73,46 +77,6 @@ def verify_sums(directory: Path) -> list[str]:
     return sorted(sums)
 
 
-def load_manifest(directory: Path) -> dict:
-    try:
-        return json.loads((directory / MANIFEST_NAME).read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{directory} has no {MANIFEST_NAME}") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{MANIFEST_NAME} is not valid JSON ({exc.msg})") from None
-
-
-def verify_artifact(directory: Path) -> dict:
-    """Hashes first, then the manifest's own file list; returns the manifest."""
-    verify_sums(directory)
-    manifest = load_manifest(directory)
-    for name, entry in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            raise ArtifactError(f"{name} does not match its sha256 in {MANIFEST_NAME}")
-    params_file(manifest)  # a declared weights file must be one of those just checked
-    return manifest
-
-
-def params_file(manifest: dict) -> str | None:
-    """The weights file of an artifact built with `--external-params`, or None when
-    the weights are embedded in the .wasm (no `params` key, or `"embedded"`).
-
-    The manifest records `"params": {"file": ..., "sha256": ..., "size": ...}`;
-    the file must be one the manifest lists with the same sha256.
-    """
-    params = manifest.get("params", "embedded")
-    if params == "embedded":
-        return None
-    name = params.get("file") if isinstance(params, dict) else None
-    listed = manifest.get("files", {}).get(name) if isinstance(name, str) else None
-    if not isinstance(name, str) or "/" in name or not isinstance(listed, dict):
-        raise ArtifactError(f"{MANIFEST_NAME} names {name!r} as the params file, which it does not list")
-    if params.get("sha256") != listed.get("sha256"):
-        raise ArtifactError(f"{MANIFEST_NAME} gives two different sha256 for {name}")
-    return name
-
-
 def staging_dir(dist: Path, name: str) -> Path:
     """A fresh directory beside the final one, so the last rename stays on one file system."""
     dist.mkdir(parents=True, exist_ok=True)
@@ -139,3 +103,384 @@ def publish(staging: Path, final: Path) -> None:
         raise
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+# --- manifest.json ----------------------------------------------------------------
+#
+# `Manifest` is the one place the manifest's keys are spelled: the build writes
+# one, and everything that reads an artifact (run, verify, bench, smoke,
+# attest) gets one from `load_manifest` / `verify_artifact`, validated. The
+# JSON is `json.dumps(..., indent=2, sort_keys=True)` plus a newline, and the
+# optional records (`params`, `frozen`, `tuning`) are written only when
+# present, so a manifest reads and writes back byte for byte.
+
+FORMAT = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _bad(where: str) -> ArtifactError:
+    return ArtifactError(f"{MANIFEST_NAME} has no valid {where}")
+
+
+def _get(data, key: str, kind, where: str = ""):
+    """data[key] if it is a `kind` (bool is never a number here), else ArtifactError naming it."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _bad(f"{where}{key}")
+    return value
+
+
+def _sha256(data, key: str, where: str) -> str:
+    value = _get(data, key, str, where)
+    if not _SHA256.fullmatch(value):
+        raise _bad(f"{where}{key}")
+    return value
+
+
+def _check_keys(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ArtifactError(f"{MANIFEST_NAME} has an unknown key {where}{unknown[0]}")
+
+
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One graph input or output: name, dtype, static shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, data, where: str = "") -> TensorRecord:
+        _check_keys(data if isinstance(data, dict) else {}, {"name", "dtype", "shape"}, where)
+        shape = _get(data, "shape", list, where)
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise _bad(f"{where}shape")
+        return cls(_get(data, "name", str, where), _get(data, "dtype", str, where), tuple(shape))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """sha256 and size of one file of the artifact."""
+
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileRecord:
+        return cls(sha256_file(path), path.stat().st_size)
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> FileRecord:
+        _check_keys(data if isinstance(data, dict) else {}, {"sha256", "size"}, where)
+        return cls(_sha256(data, "sha256", where), _get(data, "size", int, where))
+
+    def to_dict(self) -> dict:
+        return {"sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where the ONNX model came from: a registry name or a file name, and its sha256."""
+
+    sha256: str
+    registry: str | None = None
+    file: str | None = None
+
+    @classmethod
+    def from_dict(cls, data) -> SourceRecord:
+        where = "source."
+        if not isinstance(data, dict):
+            raise _bad("source")
+        _check_keys(data, {"sha256", "registry", "file"}, where)
+        registry = _get(data, "registry", str, where) if "registry" in data else None
+        file = _get(data, "file", str, where) if "file" in data else None
+        if (registry is None) == (file is None):
+            raise _bad("source.registry or source.file")
+        return cls(_sha256(data, "sha256", where), registry, file)
+
+    @property
+    def label(self) -> str:
+        """The registry name, or else the file name."""
+        return self.registry or self.file
+
+    def to_dict(self) -> dict:
+        data = {"sha256": self.sha256}
+        if self.registry is not None:
+            data["registry"] = self.registry
+        if self.file is not None:
+            data["file"] = self.file
+        return data
+
+
+@dataclass(frozen=True)
+class BuilderImageRecord:
+    """The builder image's recipe digest and base tag (not its id, which differs between builds)."""
+
+    recipe: str
+    base: str
+
+    @classmethod
+    def from_dict(cls, data) -> BuilderImageRecord:
+        where = "builder_image."
+        _check_keys(data if isinstance(data, dict) else {}, {"recipe", "base"}, where)
+        return cls(_get(data, "recipe", str, where), _get(data, "base", str, where))
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe, "base": self.base}
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    """`wasm`: the Rust target triple; `tvm`: TVM's target, as the compiler reported it."""
+
+    wasm: str
+    tvm: dict
+
+    @classmethod
+    def from_dict(cls, data) -> TargetRecord:
+        where = "target."
+        _check_keys(data if isinstance(data, dict) else {}, {"wasm", "tvm"}, where)
+        return cls(_get(data, "wasm", str, where), _get(data, "tvm", dict, where))
+
+    def to_dict(self) -> dict:
+        return {"wasm": self.wasm, "tvm": self.tvm}
+
+
+@dataclass(frozen=True)
+class ReferenceRule:
+    """How many recorded reference cases, and the tolerance every check of them applies."""
+
+    cases: int
+    relative_tolerance: float
+    absolute_floor: float
+
+    @classmethod
+    def from_dict(cls, data) -> ReferenceRule:
+        where = "reference."
+        _check_keys(data if isinstance(data, dict) else {}, {"cases", "relative_tolerance", "absolute_floor"},
+                    where)
+        cases = _get(data, "cases", int, where)
+        if cases < 1:
+            raise ArtifactError(f"{MANIFEST_NAME} records no reference cases")
+        return cls(cases, _get(data, "relative_tolerance", _NUMBER, where),
+                   _get(data, "absolute_floor", _NUMBER, where))
+
+    def to_dict(self) -> dict:
+        return {"cases": self.cases, "relative_tolerance": self.relative_tolerance,
+                "absolute_floor": self.absolute_floor}
+
+
+@dataclass(frozen=True)
+class ParamsRecord:
+    """The weights file of an `--external-params` artifact (one of `files`, same sha256)."""
+
+    file: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def from_dict(cls, data) -> ParamsRecord:
+        where = "params."
+        name = data.get("file") if isinstance(data, dict) else None
+        if not isinstance(name, str):
+            raise ArtifactError(f"{MANIFEST_NAME} names {name!r} as the params file, which it does not list")
+        _check_keys(data, {"file", "sha256", "size"}, where)
+        return cls(name, _sha256(data, "sha256", where), _get(data, "size", int, where))
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class FrozenRecord:
+    """An input baked into the graph (`--freeze`): its number, or the sha256 of its .npy."""
+
+    value: int | float | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> FrozenRecord:
+        if not isinstance(data, dict) or len(data) != 1:
+            raise _bad(where.rstrip("."))
+        _check_keys(data, {"value", "sha256"}, where)
+        if "value" in data:
+            return cls(value=_get(data, "value", _NUMBER, where))
+        return cls(sha256=_sha256(data, "sha256", where))
+
+    def to_dict(self) -> dict:
+        return {"value": self.value} if self.sha256 is None else {"sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class TuningRecord:
+    """The MetaSchedule database a build applied (`tuning/<name>/<target>`) and its sha256."""
+
+    database: str
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, data) -> TuningRecord:
+        where = "tuning."
+        _check_keys(data if isinstance(data, dict) else {}, {"database", "sha256"}, where)
+        return cls(_get(data, "database", str, where), _sha256(data, "sha256", where))
+
+    def to_dict(self) -> dict:
+        return {"database": self.database, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`dist/<name>/manifest.json`: the single description of an artifact."""
+
+    name: str
+    wasm: str  # the module's file name, one of `files`
+    wasmforge: str  # the version that built it
+    source: SourceRecord
+    inputs: tuple[TensorRecord, ...]
+    outputs: tuple[TensorRecord, ...]
+    target: TargetRecord
+    toolchain: dict[str, str]
+    builder_image: BuilderImageRecord
+    kernels: int
+    kernel_calls: int
+    params_size: int
+    reference: ReferenceRule
+    files: dict[str, FileRecord]  # every file but manifest.json and SHA256SUMS
+    params: ParamsRecord | None = None  # only with --external-params
+    frozen: dict[str, FrozenRecord] | None = None  # only with --freeze
+    tuning: TuningRecord | None = None  # only when a tuning database was applied
+    format: int = FORMAT
+
+    def __post_init__(self):
+        # The module and the weights file must be files whose hashes are checked.
+        if "/" in self.wasm or self.wasm not in self.files:
+            raise ArtifactError(f"{MANIFEST_NAME} names {self.wasm!r} as the module, which it does not list")
+        if self.params is not None:
+            listed = self.files.get(self.params.file)
+            if "/" in self.params.file or listed is None:
+                raise ArtifactError(f"{MANIFEST_NAME} names {self.params.file!r} as the params file, "
+                                    "which it does not list")
+            if listed.sha256 != self.params.sha256:
+                raise ArtifactError(f"{MANIFEST_NAME} gives two different sha256 for {self.params.file}")
+
+    @property
+    def params_file(self) -> str | None:
+        """The weights file beside the .wasm (`--external-params`), or None when they are embedded."""
+        return self.params.file if self.params is not None else None
+
+    @classmethod
+    def from_dict(cls, data) -> Manifest:
+        """A validated Manifest, or ArtifactError naming the first missing or malformed field."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{MANIFEST_NAME} is not a JSON object")
+        _check_keys(data, {f.name for f in fields(cls)}, "")
+        if _get(data, "format", int) != FORMAT:
+            raise ArtifactError(f"{MANIFEST_NAME} has format {data['format']}; this wasmforge reads format {FORMAT}")
+        toolchain = _get(data, "toolchain", dict)
+        if not all(isinstance(v, str) for v in toolchain.values()):
+            raise _bad("toolchain")
+        files = {}
+        for name, entry in _get(data, "files", dict).items():
+            if not name or name.startswith("/") or ".." in name.split("/"):
+                raise ArtifactError(f"{MANIFEST_NAME} lists a file outside the artifact: {name!r}")
+            files[name] = FileRecord.from_dict(entry, f"files.{name}.")
+        params = data.get("params", "embedded")  # no key (or "embedded"): weights in the .wasm
+        frozen = data.get("frozen")
+        if frozen is not None and not isinstance(frozen, dict):
+            raise _bad("frozen")
+        return cls(
+            name=_get(data, "name", str),
+            wasm=_get(data, "wasm", str),
+            wasmforge=_get(data, "wasmforge", str),
+            source=SourceRecord.from_dict(data.get("source")),
+            inputs=tuple(TensorRecord.from_dict(t, f"inputs[{i}].") for i, t in enumerate(_get(data, "inputs", list))),
+            outputs=tuple(TensorRecord.from_dict(t, f"outputs[{i}].")
+                          for i, t in enumerate(_get(data, "outputs", list))),
+            target=TargetRecord.from_dict(data.get("target")),
+            toolchain=toolchain,
+            builder_image=BuilderImageRecord.from_dict(data.get("builder_image")),
+            kernels=_get(data, "kernels", int),
+            kernel_calls=_get(data, "kernel_calls", int),
+            params_size=_get(data, "params_size", int),
+            reference=ReferenceRule.from_dict(data.get("reference")),
+            files=files,
+            params=None if params == "embedded" else ParamsRecord.from_dict(params),
+            frozen=None if frozen is None else {name: FrozenRecord.from_dict(entry, f"frozen.{name}.")
+                                                for name, entry in frozen.items()},
+            tuning=None if data.get("tuning") is None else TuningRecord.from_dict(data["tuning"]),
+        )
+
+    def to_dict(self) -> dict:
+        data = {
+            "format": self.format,
+            "name": self.name,
+            "wasm": self.wasm,
+            "wasmforge": self.wasmforge,
+            "source": self.source.to_dict(),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "target": self.target.to_dict(),
+            "toolchain": dict(self.toolchain),
+            "builder_image": self.builder_image.to_dict(),
+            "kernels": self.kernels,
+            "kernel_calls": self.kernel_calls,
+            "params_size": self.params_size,
+            "reference": self.reference.to_dict(),
+            "files": {name: entry.to_dict() for name, entry in self.files.items()},
+        }
+        # Optional records only when present: an embedded, unfrozen, untuned
+        # build's manifest stays byte-identical to those made before they existed.
+        if self.params is not None:
+            data["params"] = self.params.to_dict()
+        if self.frozen:
+            data["frozen"] = {name: entry.to_dict() for name, entry in self.frozen.items()}
+        if self.tuning is not None:
+            data["tuning"] = self.tuning.to_dict()
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{MANIFEST_NAME} is not valid JSON ({exc.msg})") from None
+        return cls.from_dict(data)
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        try:
+            text = (directory / MANIFEST_NAME).read_text()
+        except FileNotFoundError:
+            raise ArtifactError(f"{directory} has no {MANIFEST_NAME}") from None
+        return cls.from_json(text)
+
+
+def load_manifest(directory: Path) -> Manifest:
+    return Manifest.read(directory)
+
+
+def verify_artifact(directory: Path) -> Manifest:
+    """Hashes first, then the manifest's own file list; returns the manifest."""
+    verify_sums(directory)
+    manifest = load_manifest(directory)
+    for name, entry in manifest.files.items():
+        path = directory / name
+        if not path.is_file() or sha256_file(path) != entry.sha256:
+            raise ArtifactError(f"{name} does not match its sha256 in {MANIFEST_NAME}")
+    return manifest

@@ -116,17 +116,17 @@ def read_subjects(attestations: Path) -> dict[str, str]:
 
 # --- SBOM ----------------------------------------------------------------------
 
-def build_sbom(final_dir: Path, manifest: dict, debs: list[tuple[str, str, str]], *,
+def build_sbom(final_dir: Path, manifest: artifact.Manifest, debs: list[tuple[str, str, str]], *,
                timestamp: datetime, serial: uuid.UUID, root: Path = ROOT) -> str:
     """The CycloneDX JSON text; raises ValueError if the library's schema validator rejects it."""
     pins = images.load_pins()
     wasm = Component(
-        type=ComponentType.APPLICATION, name=manifest["wasm"], bom_ref="wasm",
-        hashes=[_sha256(sha256_file(final_dir / manifest["wasm"]))],
+        type=ComponentType.APPLICATION, name=manifest.wasm, bom_ref="wasm",
+        hashes=[_sha256(sha256_file(final_dir / manifest.wasm))],
         description=f"WASI command built by wasmforge from {_model_name(manifest)}")
     model = Component(
         type=ComponentType.MACHINE_LEARNING_MODEL, name=_model_name(manifest), bom_ref="model",
-        scope=ComponentScope.REQUIRED, hashes=[_sha256(manifest["source"]["sha256"])],
+        scope=ComponentScope.REQUIRED, hashes=[_sha256(manifest.source.sha256)],
         description=_weights_description(manifest))
     crates, edges = cargo_components(root / "rust_app" / "Cargo.lock")
     build_env = [*python_components(root / pins["builder"]["requirements"]),
@@ -148,11 +148,11 @@ def build_sbom(final_dir: Path, manifest: dict, debs: list[tuple[str, str, str]]
     return text + "\n"
 
 
-def _weights_description(manifest: dict) -> str:
-    params = manifest.get("params")
-    if isinstance(params, dict) and params.get("file"):
-        return (f"the ONNX model; its weights are in {params['file']} beside the .wasm "
-                f"(sha256 {params.get('sha256')}), which checks them before use")
+def _weights_description(manifest: artifact.Manifest) -> str:
+    params = manifest.params
+    if params is not None:
+        return (f"the ONNX model; its weights are in {params.file} beside the .wasm "
+                f"(sha256 {params.sha256}), which checks them before use")
     return "the ONNX model; its weights are embedded in the .wasm"
 
 
@@ -219,8 +219,8 @@ def _sha256(hexdigest: str) -> HashType:
     return HashType(alg=HashAlgorithm.SHA_256, content=hexdigest)
 
 
-def _model_name(manifest: dict) -> str:
-    return manifest["source"].get("registry") or manifest["source"].get("file") or manifest["name"]
+def _model_name(manifest: artifact.Manifest) -> str:
+    return manifest.source.label or manifest.name
 
 
 # --- Debian packages in the builder image ------------------------------------------
@@ -245,7 +245,7 @@ def debian_packages(client, image) -> list[tuple[str, str, str]]:
 
 # --- provenance ------------------------------------------------------------------
 
-def build_provenance(final_dir: Path, manifest: dict, *, client, builder_image, command: list[str],
+def build_provenance(final_dir: Path, manifest: artifact.Manifest, *, client, builder_image, command: list[str],
                      started: datetime, finished: datetime, invocation: str, sbom_sha256: str,
                      root: Path = ROOT) -> dict:
     """The in-toto Statement as a JSON-ready dict; raises ValueError if the bindings reject it."""
@@ -257,13 +257,13 @@ def build_provenance(final_dir: Path, manifest: dict, *, client, builder_image, 
     definition = predicate.build_definition
     definition.build_type = BUILD_TYPE
     definition.external_parameters.update(
-        {"name": manifest["name"], "source": manifest["source"], "command": command})
+        {"name": manifest.name, "source": manifest.source.to_dict(), "command": command})
     definition.internal_parameters.update(
         {"wasmforge": __version__, "builderRecipe": images.recipe_digest("builder", pins, root)})
     definition.resolved_dependencies.extend(rd.pb for rd in [
         ResourceDescriptor(name="source", uri=remote or "", digest={"gitCommit": commit} if commit else None,
                            annotations={"dirty": dirty}),
-        ResourceDescriptor(name=_model_name(manifest), digest={"sha256": manifest["source"]["sha256"]}),
+        ResourceDescriptor(name=_model_name(manifest), digest={"sha256": manifest.source.sha256}),
         _image_descriptor("builder image", builder_image),
         _image_descriptor("base image", base, name=base_name),
     ])

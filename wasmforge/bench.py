@@ -51,7 +51,7 @@ from .bench_worker import EVENT_PREFIX
 from .errors import UserError
 from .fetch import model_path
 from .hashing import sha256_file
-from .paths import DIST, ROOT
+from .paths import DIST, PACKAGE
 from .registry import get_model
 from .run import artifact_dir
 
@@ -121,10 +121,10 @@ def host_info() -> dict:
     }
 
 
-def resolve_onnx(manifest: dict, model: str, onnx: str | None) -> Path:
+def resolve_onnx(manifest: artifact.Manifest, model: str, onnx: str | None) -> Path:
     """The ONNX file the artifact was built from, checked against the manifest's sha256."""
-    source = manifest.get("source", {})
-    expected = source.get("sha256")
+    source = manifest.source
+    expected = source.sha256
     if onnx:
         path = Path(onnx)
         if not path.is_file():
@@ -132,21 +132,14 @@ def resolve_onnx(manifest: dict, model: str, onnx: str | None) -> Path:
         if expected and sha256_file(path) != expected:
             raise UserError(f"{path.name} is not the ONNX file dist/{model} was built from (sha256 differs)")
         return path.resolve()
-    if "registry" not in source:
-        raise UserError(f"dist/{model} was built from the file {source.get('file', '?')}; "
+    if source.registry is None:
+        raise UserError(f"dist/{model} was built from the file {source.file}; "
                         f"pass it with --onnx PATH")
-    path = model_path(get_model(source["registry"]))
+    path = model_path(get_model(source.registry))
     if expected and sha256_file(path) != expected:
-        raise UserError(f"the registry's {source['registry']} changed since dist/{model} was built; "
-                        f"rebuild it with `invoke build --model {source['registry']}`", 1)
+        raise UserError(f"the registry's {source.registry} changed since dist/{model} was built; "
+                        f"rebuild it with `invoke build --model {source.registry}`", 1)
     return path
-
-
-def build_seconds(manifest: dict) -> float | None:
-    for value in (manifest.get("build_seconds"), (manifest.get("build") or {}).get("seconds")):
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
 
 
 # --- running the workers --------------------------------------------------------
@@ -161,10 +154,12 @@ def run_step(step: str, key: str, request: dict, work: Path, progress: Progress,
     request_path = out_dir / "request.json"
     request_path.write_text(json.dumps(request))
     stderr_path = out_dir / "stderr.txt"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # The worker imports this very package (first on its path, whether checked out or installed).
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))}
     with open(stderr_path, "wb") as stderr:
         worker = subprocess.Popen([sys.executable, "-m", "wasmforge.bench_worker", str(request_path)],
-                                  stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=ROOT, text=True)
+                                  stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=PACKAGE.parent, text=True)
         try:
             for line in worker.stdout:
                 if not line.startswith(EVENT_PREFIX):
@@ -213,15 +208,14 @@ def engine_entry(step: Step, extra: dict | None = None) -> dict:
 
 
 def check_outputs(entry: dict, outputs: list[np.ndarray], expected: list[np.ndarray],
-                  rule: dict | None = None) -> None:
-    """The build's rule (manifest `reference`: relative_tolerance, absolute_floor) or the defaults."""
+                  rule: artifact.ReferenceRule | None = None) -> None:
+    """The build's rule (the manifest's `reference`) or the defaults."""
     if not entry["available"]:
         return
-    rule = rule or {}
     comparison = reference.compare(
         outputs, expected,
-        relative_tolerance=rule.get("relative_tolerance", reference.RELATIVE_TOLERANCE),
-        absolute_floor=rule.get("absolute_floor", reference.ABSOLUTE_FLOOR))
+        relative_tolerance=rule.relative_tolerance if rule else reference.RELATIVE_TOLERANCE,
+        absolute_floor=rule.absolute_floor if rule else reference.ABSOLUTE_FLOOR)
     entry["max_abs_diff"] = comparison.max_abs_diff
     entry["tolerance"] = comparison.tolerance
     entry["agrees"] = comparison.ok
@@ -271,10 +265,10 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
     onnx_path = resolve_onnx(manifest, model, onnx)
-    wasm_path = directory / manifest["wasm"]
-    params_name = artifact.params_file(manifest)  # weights beside the .wasm (--external-params)
+    wasm_path = directory / manifest.wasm
+    params_name = manifest.params_file  # weights beside the .wasm (--external-params)
     params_path = directory / params_name if params_name else None
-    inputs = reference.seeded_inputs(manifest["inputs"], seed=SEED)
+    inputs = reference.seeded_inputs(manifest.inputs, seed=SEED)
     cores = usable_cores()
 
     report: dict = {
@@ -282,8 +276,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         "runs": runs,
         "seed": SEED,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "onnx": {**manifest.get("source", {}), "file": onnx_path.name},
-        "build_seconds": build_seconds(manifest),
+        "onnx": {**manifest.source.to_dict(), "file": onnx_path.name},
         "host": host_info(),
         "notes": [],
     }
@@ -299,7 +292,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
             np.save(path, array, allow_pickle=False)
             input_paths.append(str(path))
         common = {"inputs": input_paths, "runs": runs, "onnx": str(onnx_path), "name": model,
-                  "graph_inputs": manifest["inputs"]}
+                  "graph_inputs": [t.to_dict() for t in manifest.inputs]}
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
@@ -349,7 +342,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
 
     # onnxruntime, 1 thread, is the reference for everyone; it is itself checked
     # against the outputs recorded at build time.
-    expected, rule = ort_1t.outputs, manifest.get("reference")
+    expected, rule = ort_1t.outputs, manifest.reference
     if report["ort_1t"]["available"]:
         recorded = reference.load_case(directory, 0)[1]
         if recorded:
@@ -395,12 +388,12 @@ def _reference_input_notes(directory: Path, inputs: list[np.ndarray]) -> list[st
     return ["the seeded input differs from reference/case0 recorded at build time (numpy's generator changed?)"]
 
 
-def _native_notes(result: dict, manifest: dict, notes: list[str]) -> dict:
-    built_with = manifest.get("toolchain", {}).get("tvm")
+def _native_notes(result: dict, manifest: artifact.Manifest, notes: list[str]) -> dict:
+    built_with = manifest.toolchain.get("tvm")
     if built_with and result.get("version") and built_with != result["version"]:
         notes.append(f"TVM native uses the host's TVM {result['version']}; the .wasm was built with {built_with}")
     same = result.get("same_plan_as_wasm")
-    calls = manifest.get("kernel_calls")
+    calls = manifest.kernel_calls
     if same is False:
         notes.append("TVM native executes a different plan than the one embedded in the .wasm")
     elif same is None and calls is not None and calls != result.get("kernel_calls"):
@@ -464,7 +457,6 @@ def render(report: dict, out: Console) -> None:
         facts.append(f"instantiate {_ms(wasm['instantiate_ms'])} ms")
     if wasm.get("compile_ms") is not None:
         facts.append(f"Cranelift compile {_ms(wasm['compile_ms'])} ms")
-    facts.append("build " + ("-" if report["build_seconds"] is None else f"{report['build_seconds']:.1f} s"))
     if native.get("compile_s") is not None:
         facts.append(f"TVM native compile {native['compile_s']:.1f} s")
     out.print(", ".join(facts))

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -298,46 +297,44 @@ def params_file_name(name: str) -> str:
 
 
 def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int, *,
-                   external_params: bool = False, tuning_digest: str | None = None) -> None:
+                   external_params: bool = False, tuning_digest: str | None = None) -> artifact.Manifest:
     tool_versions = {k: v for k, v in images.image_versions(builder).items() if k != "inputs"}
-    files = {
-        name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
-        for name in artifact.artifact_files(staging)
-    }
-    manifest = {
-        "format": 1,
-        "name": source.name,
-        "wasm": f"{source.name}.wasm",
-        "wasmforge": __version__,
-        "source": source.description,
-        "inputs": graph_info["inputs"],
-        "outputs": graph_info["outputs"],
-        "target": {"wasm": "wasm32-wasip1", "tvm": graph_info["target"]},
-        "toolchain": {**tool_versions, **graph_info["versions"]},
+    files = {name: artifact.FileRecord.of(staging / name) for name in artifact.artifact_files(staging)}
+    params = None
+    if external_params:
+        name = params_file_name(source.name)
+        params = artifact.ParamsRecord(name, files[name].sha256, files[name].size)
+    frozen = None
+    if source.frozen:
+        # Their values, or the .npy's sha256.
+        frozen = {name: artifact.FrozenRecord(value=entry["value"]) if "value" in entry
+                  else artifact.FrozenRecord(sha256=sha256_file(Path(entry["npy"])))
+                  for name, entry in sorted(source.frozen.items())}
+    tuning_record = None
+    if tuning_digest:
+        tuning_record = artifact.TuningRecord(f"tuning/{source.name}/{tuning.TARGET_NAME}", tuning_digest)
+    pins = images.load_pins()
+    manifest = artifact.Manifest(
+        name=source.name,
+        wasm=f"{source.name}.wasm",
+        wasmforge=__version__,
+        source=artifact.SourceRecord.from_dict(source.description),
+        inputs=tuple(artifact.TensorRecord.from_dict(t) for t in graph_info["inputs"]),
+        outputs=tuple(artifact.TensorRecord.from_dict(t) for t in graph_info["outputs"]),
+        target=artifact.TargetRecord("wasm32-wasip1", graph_info["target"]),
+        toolchain={**tool_versions, **graph_info["versions"]},
         # The recipe, not the image id: ids differ between two builds of the
         # same recipe, and the manifest must be reproducible. The exact image
         # id is in the provenance statement beside the artifact.
-        "builder_image": {"recipe": images.recipe_digest("builder", images.load_pins()),
-                          "base": images.base_tag(images.load_pins())},
-        "kernels": graph_info["kernels"],
-        "kernel_calls": graph_info["calls"],
-        "params_size": graph_info["params_size"],
-        "reference": {"cases": cases, "relative_tolerance": reference.RELATIVE_TOLERANCE,
-                      "absolute_floor": reference.ABSOLUTE_FLOOR},
-        "files": files,
-    }
-    if external_params:
-        # Only then: an embedded build's manifest stays byte-identical to the
-        # ones made before external weights existed (no key means embedded).
-        params = params_file_name(source.name)
-        manifest["params"] = {"file": params, **files[params]}
-    if source.frozen:
-        # Likewise only when inputs were frozen: their values, or the .npy's sha256.
-        manifest["frozen"] = {name: {"value": entry["value"]} if "value" in entry
-                              else {"sha256": sha256_file(Path(entry["npy"]))}
-                              for name, entry in sorted(source.frozen.items())}
-    if tuning_digest:
-        # Likewise only when a database was applied.
-        manifest["tuning"] = {"database": f"tuning/{source.name}/{tuning.TARGET_NAME}",
-                              "sha256": tuning_digest}
-    (staging / artifact.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        builder_image=artifact.BuilderImageRecord(images.recipe_digest("builder", pins), images.base_tag(pins)),
+        kernels=graph_info["kernels"],
+        kernel_calls=graph_info["calls"],
+        params_size=graph_info["params_size"],
+        reference=artifact.ReferenceRule(cases, reference.RELATIVE_TOLERANCE, reference.ABSOLUTE_FLOOR),
+        files=files,
+        params=params,
+        frozen=frozen,
+        tuning=tuning_record,
+    )
+    manifest.write(staging)
+    return manifest

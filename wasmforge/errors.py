@@ -1,13 +1,22 @@
-"""The one exception type that reaches the user as a one-line message."""
+"""The exceptions that reach the user as a one-line message (standard library only:
+the CLI imports this module before anything heavy, and the smoke image too)."""
 
 
 class UserError(Exception):
     """A problem the user can fix (bad input, missing prerequisite).
 
-    `tasks.py` prints it as a single `error: ...` line and exits with `exit_code`
+    `wasmforge.cli` prints it as a single `error: ...` line and exits with `exit_code`
     (2 for bad input, 1 otherwise) instead of showing a traceback.
     """
 
     def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class WasmRunError(Exception):
+    """A module run by `runner.WasmModel` refused its input (exit 2), failed, trapped or hit a limit."""
+
+    def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code

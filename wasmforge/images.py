@@ -21,16 +21,13 @@ import time
 import tomllib
 from pathlib import Path
 
-import docker
-import docker.errors
 from rich.console import Console
 from rich.markup import escape
 
 from wasmforge import __version__
 from wasmforge.errors import UserError
-from wasmforge.paths import CACHE, ROOT
+from wasmforge.paths import CACHE, PINS_FILE, ROOT
 
-PINS_FILE = ROOT / "resources" / "pins.toml"
 # Bump when _bootstrap/_tidy_rootfs/_write_tar change what ends up in the base.
 BOOTSTRAP_RECIPE = 1
 # The wheels are for the images' Debian CPython 3.13; manylinux_2_28 matches the
@@ -59,7 +56,10 @@ def _canon(obj) -> bytes:
 
 # --- docker ------------------------------------------------------------------
 
-def docker_client() -> docker.DockerClient:
+def docker_client():
+    """A docker-py client whose daemon answers, or a UserError (the SDK is imported here, not at start-up)."""
+    import docker
+
     try:
         client = docker.from_env(timeout=600)
         client.ping()
@@ -75,6 +75,8 @@ def _console(console: Console | None) -> Console:
 
 
 def _local_image(client, ref: str):
+    import docker.errors
+
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -103,7 +105,7 @@ def ensure_base(client, console: Console | None = None, *, base_image: str | Non
             try:
                 console.print(f"pulling base image {ref}")
                 client.images.pull(ref)
-            except docker.errors.DockerException as e:
+            except Exception as e:  # docker.errors.DockerException and requests' errors
                 raise UserError(f"base image {ref} is neither local nor pullable: {e}", exit_code=1) from e
         return ref
     tag = base_tag(pins)
@@ -365,7 +367,7 @@ def _follow_build(stream, console: Console, tag: str, log_path: Path) -> None:
                 log.write(err + "\n")
                 err = re.sub(r"(?s)^The command .* returned", "the command returned", err.strip())
                 tail = "\n".join(lines[-20:])
-                hint = ("\n(an apt pin in resources/pins.toml may be gone from the mirror after a "
+                hint = ("\n(an apt pin in wasmforge/resources/pins.toml may be gone from the mirror after a "
                         "Debian point release: re-read it with apt-cache policy)"
                         if re.search(r"Version '.*' for '.*' was not found", tail) else "")
                 raise UserError(f"docker build of {tag} failed at {step or 'start'}: {err}\n"

@@ -23,13 +23,14 @@ def session(onnx_path: Path, threads: int = 1):
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def seeded_inputs(inputs: list[dict], seed: int) -> list[np.ndarray]:
-    """Deterministic inputs for the manifest's input specs (name, shape, dtype)."""
+def seeded_inputs(inputs, seed: int) -> list[np.ndarray]:
+    """Deterministic inputs for input specs: the manifest's `TensorRecord`s, or
+    the compiler's dicts with the same fields (name, shape, dtype)."""
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in inputs:
-        dtype = np.dtype(spec["dtype"])
-        shape = spec["shape"]
+        dtype, shape = (spec["dtype"], spec["shape"]) if isinstance(spec, dict) else (spec.dtype, spec.shape)
+        dtype, shape = np.dtype(dtype), list(shape)
         if dtype.kind == "f":
             # Noise with a random scale and offset per channel (axis 1): plain
             # noise averages out in pooling networks, and every input would then

@@ -1,4 +1,4 @@
-"""The model registry: `models.toml` loaded into frozen, validated specs.
+"""The model registry: `resources/models.toml` loaded into frozen, validated specs.
 
 Everything else asks this module "what is model X?" and gets a `ModelSpec`; nobody
 else parses `models.toml`. Validation is strict (unknown keys are errors) so a typo in
@@ -15,9 +15,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from wasmforge.errors import UserError
-from wasmforge.paths import ROOT
-
-REGISTRY_FILE = ROOT / "models.toml"
+from wasmforge.paths import REGISTRY_FILE, ROOT
 
 # Model names become file and directory names (cache entries, dist/<name>/), so they
 # must be unable to spell a path: no '/', no '..', no control characters.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import artifact
+from .artifact import TensorRecord
 from .errors import UserError
 from .paths import DIST
 from .registry import check_model_name
@@ -46,16 +48,16 @@ def save_atomically(path: Path, write) -> None:
         raise
 
 
-def load_inputs(paths: list[Path], specs: list[dict]) -> list[np.ndarray]:
+def load_inputs(paths: list[Path], specs: Sequence[TensorRecord]) -> list[np.ndarray]:
     """One .npy per input in order, or a single .npz holding every input by name."""
     if len(paths) == 1 and paths[0].suffix == ".npz":
         archive = load_npz(paths[0])
-        missing = [s["name"] for s in specs if s["name"] not in archive]
+        missing = [s.name for s in specs if s.name not in archive]
         if missing:
             raise UserError(f"{paths[0]} has no array named {', '.join(missing)}")
-        return [archive[s["name"]] for s in specs]
+        return [archive[s.name] for s in specs]
     if len(paths) != len(specs):
-        raise UserError(f"the model takes {len(specs)} input(s) ({', '.join(s['name'] for s in specs)}), "
+        raise UserError(f"the model takes {len(specs)} input(s) ({', '.join(s.name for s in specs)}), "
                         f"got {len(paths)} --input; give one .npy per input or one .npz")
     return [load_npy(p) for p in paths]
 
@@ -70,11 +72,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise UserError(f"{path} is not a readable .npz file ({exc})") from None
 
 
-def save_outputs(paths: list[Path], specs: list[dict], arrays: list[np.ndarray]) -> None:
+def save_outputs(paths: list[Path], specs: Sequence[TensorRecord], arrays: list[np.ndarray]) -> None:
     """One .npy per output in order, or a single .npz holding every output by name."""
     if len(paths) == 1 and paths[0].suffix == ".npz":
         save_atomically(paths[0], lambda handle: np.savez(
-            handle, **{s["name"]: a for s, a in zip(specs, arrays)}))
+            handle, **{s.name: a for s, a in zip(specs, arrays)}))
         return
     for path, array in zip(paths, arrays):
         save_atomically(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
@@ -106,13 +108,13 @@ def run_artifact(model: str, inputs: list[Path], outputs: list[Path], dist: Path
     limits = parse_limits(time_limit, memory_limit)
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
-    out_specs = manifest["outputs"]
+    out_specs = manifest.outputs
     single_npz = len(outputs) == 1 and outputs[0].suffix == ".npz"
     if not single_npz and len(outputs) != len(out_specs):
         raise UserError(f"{model} has {len(out_specs)} output(s), got {len(outputs)} --output; "
                         "give one .npy per output or one .npz")
-    arrays = load_inputs(inputs, manifest["inputs"])
-    params = artifact.params_file(manifest)
-    result = WasmModel(directory / manifest["wasm"], params_path=directory / params if params else None,
+    arrays = load_inputs(inputs, manifest.inputs)
+    params = manifest.params_file
+    result = WasmModel(directory / manifest.wasm, params_path=directory / params if params else None,
                        **limits).run(arrays)
     save_outputs(outputs, out_specs, result.outputs)

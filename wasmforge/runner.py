@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import wasmtime
 
+from .errors import WasmRunError  # noqa: F401 - raised here; lives there so the CLI needs no wasmtime
+
 DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of linear memory; ResNet50 needs ~230 MiB
 DEFAULT_TIME_LIMIT = 600.0  # seconds per invocation
 WASM_PAGE = 65536
@@ -36,14 +38,6 @@ MODEL_DIR = "/model"
 # refused growth shows up as what the module says next: Rust's standard
 # library before it aborts, or the runtime's own error for its buffers.
 _ALLOC_FAILED = re.compile(r"memory allocation of (\d+) bytes failed|cannot allocate (\d+) bytes")
-
-
-class WasmRunError(Exception):
-    """The module refused its input (exit 2), failed, trapped or hit a limit."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
-from .artifact import MANIFEST_NAME, ArtifactError, params_file, verify_artifact
+from .artifact import MANIFEST_NAME, ArtifactError, Manifest, verify_artifact
 from .reference import compare, load_case
 from .runner import WasmModel, WasmRunError
 
@@ -45,55 +45,25 @@ class CaseResult:
     note: str = ""
 
 
-@dataclass
-class Plan:
-    """What the manifest says to check."""
+def run_cases(directory: Path, manifest: Manifest, memory_limit: int, time_limit: float) -> list[CaseResult]:
+    """Every reference case the manifest records, checked with its tolerances.
 
-    name: str
-    wasm: str
-    cases: int
-    relative_tolerance: float
-    absolute_floor: float
-    params: str | None = None  # the weights file of an --external-params artifact
-
-
-def read_plan(manifest: dict) -> Plan:
-    """The manifest fields the smoke test relies on, or ArtifactError naming the bad one."""
-
-    def field(dotted: str, kind):
-        value = manifest
-        for key in dotted.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ArtifactError(f"{MANIFEST_NAME} has no valid {dotted}")
-        return value
-
-    wasm = field("wasm", str)
-    # The module must be one of the files whose hash verify_artifact just checked.
-    if "/" in wasm or wasm not in manifest.get("files", {}):
-        raise ArtifactError(f"{MANIFEST_NAME} names {wasm!r} as the module, which it does not list")
-    cases = field("reference.cases", int)
-    if cases < 1:
-        raise ArtifactError(f"{MANIFEST_NAME} records no reference cases")
-    number = (int, float)
-    return Plan(str(manifest.get("name", "")), wasm, cases,
-                float(field("reference.relative_tolerance", number)), float(field("reference.absolute_floor", number)),
-                params_file(manifest))
-
-
-def run_cases(directory: Path, plan: Plan, memory_limit: int, time_limit: float) -> list[CaseResult]:
-    module = WasmModel(directory / plan.wasm, params_path=directory / plan.params if plan.params else None,
+    `manifest` comes from `verify_artifact`, which has validated it and checked
+    every file it lists (the module and any weights file among them)."""
+    params = manifest.params_file
+    module = WasmModel(directory / manifest.wasm, params_path=directory / params if params else None,
                        memory_limit=memory_limit, time_limit=time_limit)
+    rule = manifest.reference
     results = []
-    for case in range(plan.cases):
+    for case in range(rule.cases):
         inputs, expected = load_case(directory, case)
         try:
             run = module.run(inputs)
         except WasmRunError as exc:  # a trap or a limit fails this case; the others still run
             results.append(CaseResult(case, False, note=str(exc)))
             continue
-        comparison = compare(run.outputs, expected, relative_tolerance=plan.relative_tolerance,
-                             absolute_floor=plan.absolute_floor)
+        comparison = compare(run.outputs, expected, relative_tolerance=rule.relative_tolerance,
+                             absolute_floor=rule.absolute_floor)
         results.append(CaseResult(case, comparison.ok, comparison.max_abs_diff, comparison.tolerance,
                                   comparison.same_top1, run.wall_s * 1000))
     return results
@@ -130,18 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.artifact
 
     try:
-        plan = read_plan(verify_artifact(directory))
+        manifest = verify_artifact(directory)
     except ArtifactError as exc:
         return _fail(f"artifact refused: {exc}", EXIT_REFUSED)
     except OSError as exc:  # e.g. unreadable files: refused as well, nothing has run
         return _fail(f"artifact refused: cannot read {exc.filename or directory}: {exc.strerror}", EXIT_REFUSED)
-    name = plan.name or directory.name
+    name = manifest.name or directory.name
     print(f"{name}: every file matches SHA256SUMS and {MANIFEST_NAME}")
-    print(f"{name}: {plan.cases} reference cases on wasmtime {importlib.metadata.version('wasmtime')}, "
+    print(f"{name}: {manifest.reference.cases} reference cases on wasmtime {importlib.metadata.version('wasmtime')}, "
           f"memory cap {args.memory_limit_mib} MiB, time limit {args.time_limit:g} s per run")
 
     try:
-        results = run_cases(directory, plan, args.memory_limit_mib << 20, args.time_limit)
+        results = run_cases(directory, manifest, args.memory_limit_mib << 20, args.time_limit)
     except (OSError, ValueError, wasmtime.WasmtimeError) as exc:  # module or .npy unloadable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _fail(f"{name}: cannot run the reference cases: {first}", EXIT_FAILED)

@@ -17,9 +17,8 @@ from . import images
 from .container import Mount, run_step
 from .errors import UserError
 from .hashing import sha256_bytes, sha256_file
-from .paths import ROOT
+from .paths import TUNING
 
-TUNING = ROOT / "tuning"
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGET_NAME = "wasm32-simd128"
 DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")

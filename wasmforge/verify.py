@@ -42,12 +42,12 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
     console = console or Console(stderr=True)
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
-    registry_name = manifest.get("source", {}).get("registry")
+    registry_name = manifest.source.registry
     if registry_name is None and onnx is None:
         raise UserError(f"{model} was built from a file; pass it again with --onnx PATH to rebuild")
     with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=dist) as tmp:
         rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
-                        external_params=artifact.params_file(manifest) is not None,
+                        external_params=manifest.params is not None,
                         dist=Path(tmp), console=console)
         different = differing_files(directory, rebuilt)
         for name in different:

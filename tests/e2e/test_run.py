@@ -11,7 +11,7 @@ from wasmforge.registry import get_model
 from wasmforge.fetch import model_path
 from wasmforge.run import run_artifact
 
-pytestmark = pytest.mark.docker
+pytestmark = pytest.mark.e2e
 
 
 def bert_inputs():

@@ -13,7 +13,7 @@ import pytest
 
 from wasmforge.paths import ROOT
 
-pytestmark = pytest.mark.docker
+pytestmark = pytest.mark.e2e
 
 
 def clone(destination: Path) -> Path:

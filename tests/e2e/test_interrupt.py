@@ -31,7 +31,7 @@ POINTS = {
     "in cargo": r"^builder wasm",
 }
 
-pytestmark = pytest.mark.docker
+pytestmark = pytest.mark.e2e
 
 
 class Build:

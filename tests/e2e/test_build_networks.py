@@ -11,6 +11,8 @@ from wasmforge.fetch import model_path
 from wasmforge.registry import get_model
 from wasmforge.runner import WasmModel, WasmRunError
 
+pytestmark = pytest.mark.e2e
+
 
 def assert_reference_cases_match(directory, name):
     module = WasmModel(directory / f"{name}.wasm")
@@ -26,7 +28,6 @@ def assert_reference_cases_match(directory, name):
     return module
 
 
-@pytest.mark.docker
 @pytest.mark.parametrize("name", ["mobilenetv2-synth", "squeezenet-synth"])
 def test_cnn_synth_matches_onnxruntime(built_artifact, name):
     directory = built_artifact(name)
@@ -36,7 +37,6 @@ def test_cnn_synth_matches_onnxruntime(built_artifact, name):
         assert inputs[0].shape == (1, 3, 224, 224) and want.shape == (1, 1000)
 
 
-@pytest.mark.docker
 def test_bert_synth_matches_onnxruntime(built_artifact):
     directory = built_artifact("bert-synth")
     module = assert_reference_cases_match(directory, "bert-synth")

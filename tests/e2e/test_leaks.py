@@ -12,7 +12,7 @@ import pytest
 
 from wasmforge.paths import ROOT
 
-pytestmark = pytest.mark.docker
+pytestmark = pytest.mark.e2e
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 

@@ -3,7 +3,6 @@ and checked by the module itself; the embedded default stays exactly as it was."
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from wasmforge.paths import ROOT
 from wasmforge.run import run_artifact
 from wasmforge.runner import WasmModel, WasmRunError, wasi_store
 
-pytestmark = pytest.mark.docker
+pytestmark = pytest.mark.e2e
 
 MODEL = "lenet-digits"
 NAME = "lenet-digits-ext"
@@ -50,11 +49,11 @@ def test_weights_are_beside_the_module_and_listed(ext, embedded):
     manifest = artifact.verify_artifact(ext)
     params_name = f"{NAME}.params.bin"
     params = (ext / params_name).read_bytes()
-    assert manifest["params"] == {"file": params_name, "sha256": artifact.sha256_file(ext / params_name),
-                                  "size": len(params)}
-    assert len(params) == manifest["params_size"] > 0
+    assert manifest.params == artifact.ParamsRecord(params_name, artifact.sha256_file(ext / params_name),
+                                                    len(params))
+    assert len(params) == manifest.params_size > 0
     assert params_name in (ext / "SHA256SUMS").read_text()
-    assert artifact.params_file(manifest) == params_name
+    assert manifest.params_file == params_name
     # The same weights as the embedded build, and not inside the .wasm.
     wasm = (ext / f"{NAME}.wasm").read_bytes()
     embedded_wasm = (embedded / f"{MODEL}.wasm").read_bytes()
@@ -65,13 +64,13 @@ def test_weights_are_beside_the_module_and_listed(ext, embedded):
     print(f"{NAME}.wasm {len(wasm)} bytes + {params_name} {len(params)} bytes; "
           f"{MODEL}.wasm {len(embedded_wasm)} bytes")
     info = WasmModel(ext / f"{NAME}.wasm").info()
-    assert info["params"] == {"external": True, "size": len(params), "sha256": manifest["params"]["sha256"]}
+    assert info["params"] == {"external": True, "size": len(params), "sha256": manifest.params.sha256}
 
 
 def test_embedded_default_is_unchanged(embedded, built_artifact):
     """No `params` key, no extra file, and the very bytes of dist/lenet-digits."""
     manifest = artifact.verify_artifact(embedded)
-    assert "params" not in manifest
+    assert manifest.params is None and '"params"' not in (embedded / "manifest.json").read_text()
     assert not list(embedded.glob("*.params.bin"))
     assert "params" not in WasmModel(embedded / f"{MODEL}.wasm").info()
     published = built_artifact(MODEL)
@@ -153,4 +152,4 @@ def test_missing_weights_are_one_clear_error(ext, tmp_path):
     # And the artifact check names it first.
     with pytest.raises(artifact.ArtifactError, match="listed in SHA256SUMS but missing"):
         artifact.verify_artifact(copy)
-    assert json.loads((copy / "manifest.json").read_text())["params"]["file"] == f"{NAME}.params.bin"
+    assert artifact.load_manifest(copy).params_file == f"{NAME}.params.bin"
