@@ -164,23 +164,29 @@ def run_step(client, image: str, command: list[str], mounts: list[Mount], consol
     """
     output = StepOutput()
     started = step_started = time.monotonic()
-    with Container(client, image, command, profile=builder_profile(), title=title, mounts=mounts,
-                   environment=environment) as container:
-        for line in container.lines():
-            result = JobResult.parse(line)
-            if result is not None:
-                output.results.append(result)
-                continue
-            output.lines.append(line)
-            if line.startswith(STEP_PREFIX):
-                now = time.monotonic()
-                console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
-                              f"  [dim](+{now - step_started:.1f} s)[/]", highlight=False)
-                step_started = now
-            elif line.startswith("warning: "):
-                console.print(Text(line, style="yellow"), highlight=False)
-            else:
-                console.print(Text(f"  {line}", style="dim"), highlight=False)
+    try:
+        with Container(client, image, command, profile=builder_profile(), title=title, mounts=mounts,
+                       environment=environment) as container:
+            for line in container.lines():
+                result = JobResult.parse(line)
+                if result is not None:
+                    output.results.append(result)
+                    continue
+                output.lines.append(line)
+                if line.startswith(STEP_PREFIX):
+                    now = time.monotonic()
+                    console.print(f"[bold cyan]{title}[/] {line[len(STEP_PREFIX):]}"
+                                  f"  [dim](+{now - step_started:.1f} s)[/]", highlight=False)
+                    step_started = now
+                elif line.startswith("warning: "):
+                    console.print(Text(line, style="yellow"), highlight=False)
+                else:
+                    console.print(Text(f"  {line}", style="dim"), highlight=False)
+    except Exception as exc:  # noqa: BLE001 - docker-py's errors: the daemon or the container went away
+        if not type(exc).__module__.startswith(("docker", "requests", "urllib3")):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{title} container failed: {reason} (was it removed from outside?)", 1) from None
     code = container.exit_code
     if code != 0:
         errors = [ln[len("error: "):] for ln in output.lines if ln.startswith("error: ")]
