@@ -191,7 +191,8 @@ def test_the_real_corpus_file():
     """resources/corpus.toml: at least 10 models, every domain, each pinned."""
     real = corpus.load_corpus()
     entries = real.select()
-    assert len([e for e in entries if not e.expected_failure]) >= 10
+    assert len(entries) >= 10
+    assert len([e for e in entries if not e.expected_failure]) >= 5
     assert {e.domain for e in entries} == set(corpus.DOMAINS)
     assert all(e.wheel.file.startswith(e.wheel.package.replace("-", "_")) for e in entries)
     with pytest.raises(UserError, match="no corpus model named 'nope'"):
