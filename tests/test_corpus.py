@@ -145,6 +145,19 @@ def test_unreachable_index_is_one_error_line(tmp_path, served):
     assert "\n" not in message
 
 
+def test_pip_reason_names_the_network_error():
+    output = ("Looking in indexes: https://pypi.org/simple\n"
+              "WARNING: Retrying (Retry(total=0)) after connection broken by 'NewConnectionError('<x>: "
+              "Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': "
+              "/simple/magika/\n"
+              "ERROR: Could not find a version that satisfies the requirement magika==1.0.3\n"
+              "ERROR: No matching distribution found for magika==1.0.3\n")
+    assert corpus._pip_reason(output) == (
+        "ERROR: No matching distribution found for magika==1.0.3 (network: Failed to establish a new "
+        "connection: [Errno -3] Temporary failure in name resolution)")
+    assert corpus._pip_reason("") == "pip failed without output"
+
+
 def test_entry_fields_and_build_command(tmp_path, served):
     _, wheel = served
     toml = write_corpus(tmp_path / "c.toml", wheel, extra='expected_failure = "If on sr"')

@@ -253,10 +253,18 @@ def _download(wheels: list[Wheel], wheel_dir: Path, *, find_links, no_index, say
 
 
 def _pip_reason(output: str) -> str:
-    """The most telling line of pip's output (its last ERROR line, else the last line)."""
+    """The most telling line of pip's output: its last ERROR line, else the last
+    line; and the network error behind it if pip had to retry (offline machines)."""
+    import re
+
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR:")]
-    return (errors[-1] if errors else lines[-1] if lines else "pip failed without output")[:300]
+    reason = (errors[-1] if errors else lines[-1] if lines else "pip failed without output")[:300]
+    network = [m.group(1) for line in lines if line.startswith("WARNING: Retrying")
+               for m in [re.search(r"(Failed to establish a new connection: [^'\")]*|"
+                                   r"Temporary failure in name resolution|Name or service not known|"
+                                   r"timed out|SSLError[^'\")]*)", line)] if m]
+    return f"{reason} (network: {network[-1][:120]})" if network else reason
 
 
 def _extract(entry: Entry, wheel_path: Path, root: Path) -> Path:
