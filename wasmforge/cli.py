@@ -183,6 +183,20 @@ def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
     tune_model(model, onnx, name, trials=int(trials), max_tasks=int(max_tasks))
 
 
+@task(help={"only": "just this corpus model (repeatable)", "list": "list the corpus, fetch nothing",
+            "build": "also build them (dist/corpus-<name>/) and compare with onnxruntime",
+            "all": "with --build, also the entries marked expected_failure"},
+      iterable=["only"])
+@user_errors
+def corpus(c, only=None, list=False, build=False, all=False):
+    """Fetch the real-model corpus (wasmforge/resources/corpus.toml) from PyPI into .cache/corpus/; --build builds it."""
+    from wasmforge.corpus import run as run_corpus
+
+    failed = run_corpus(only or (), list_only=list, do_build=build, include_failing=all)
+    if failed:
+        raise Exit(f"error: {failed} corpus model(s) failed to build", code=1)
+
+
 @task
 @user_errors
 def models(c):
@@ -193,7 +207,7 @@ def models(c):
         print(f"{spec.name:16} {spec.description}")
 
 
-namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models)
+namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 
 
