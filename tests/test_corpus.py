@@ -208,3 +208,13 @@ def test_the_real_corpus_file():
     assert all(e.wheel.file.startswith(e.wheel.package.replace("-", "_")) for e in entries)
     with pytest.raises(UserError, match="no corpus model named 'nope'"):
         real.select(["nope"])
+
+
+def test_two_versions_of_one_package_go_to_separate_pip_calls():
+    real = {e.wheel.key: e.wheel for e in corpus.load_corpus().select()}
+    batches = corpus._one_version_per_package(list(real.values()))
+    assert sum(len(b) for b in batches) == len(real)
+    for batch in batches:
+        assert len({w.package for w in batch}) == len(batch)
+    packages = [w.package for w in real.values()]
+    assert len(batches) == max(packages.count(p) for p in packages)

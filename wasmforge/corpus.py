@@ -193,7 +193,7 @@ def fetch(entries: list[Entry], *, root: Path | None = None, find_links: str | N
           no_index: bool = False, console=None) -> dict[str, Path]:
     """Make sure every entry's model is in `root/<name>/`, hash-checked; name -> path.
 
-    Missing wheels are downloaded with pip in one call. `find_links`/`no_index`
+    Missing wheels are downloaded with pip, one call per version of a package. `find_links`/`no_index`
     are passed to pip (tests serve wheels from a local directory)."""
     root = corpus_root() if root is None else Path(root)
     say = console.print if console is not None else (lambda *a, **k: None)
@@ -205,13 +205,28 @@ def fetch(entries: list[Entry], *, root: Path | None = None, find_links: str | N
             result[entry.name] = entry.local_path(root)
         elif not _cached(wheel_dir / entry.wheel.file, entry.wheel.sha256):
             needed[entry.wheel.key] = entry.wheel
-    if needed:
-        _download(list(needed.values()), wheel_dir, find_links=find_links, no_index=no_index, say=say)
+    for batch in _one_version_per_package(list(needed.values())):
+        _download(batch, wheel_dir, find_links=find_links, no_index=no_index, say=say)
     for entry in entries:
         if entry.name not in result:
             result[entry.name] = _extract(entry, wheel_dir / entry.wheel.file, root)
             say(f"extracted {entry.name} from {entry.wheel.file}", highlight=False)
     return result
+
+
+def _one_version_per_package(wheels: list[Wheel]) -> list[list[Wheel]]:
+    """Split the wheels into pip calls that name each package once: one requirements
+    file with two versions of a package (faster-whisper 1.1.0 and 1.2.1) is a
+    resolution conflict for pip, even with --no-deps."""
+    batches: list[list[Wheel]] = []
+    for wheel in wheels:
+        for batch in batches:
+            if all(w.package != wheel.package for w in batch):
+                batch.append(wheel)
+                break
+        else:
+            batches.append([wheel])
+    return batches
 
 
 def _download(wheels: list[Wheel], wheel_dir: Path, *, find_links, no_index, say) -> None:
