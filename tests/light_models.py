@@ -85,4 +85,7 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     del graph.node[:]
     graph.node.extend(keep)
     graph.initializer.extend(replaced)
+    # IR 3 style, as exported: every initializer is also a graph input.
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in replaced)
+    onnx.checker.check_model(model)
     return model
