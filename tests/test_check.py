@@ -124,6 +124,21 @@ def test_dynamic_dimension_needs_an_input_shape(dynamic_model):
     assert fixed.outputs == [("y", "float32", ["N", 10], [1, 10])]
 
 
+def test_minus_one_dimension_is_dynamic_not_an_error(tmp_path):
+    """paddle2onnx writes a dynamic dimension as dim_value -1 (onnxruntime reads it so)."""
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    path = tmp_path / "paddle.onnx"
+    onnx.save(model, path)
+    report = check.analyse(path)
+    (x,) = report.inputs
+    assert (x.declared, x.shape) == (["?", 1, 8, 8], None)
+    assert report.problems == ["input 'x' has dynamic dimensions ['?']; fix them with --input-shape x=Nx1x8x8"]
+    fixed = check.analyse(path, ("x=1x1x8x8",))
+    assert fixed.ok, fixed.problems
+
+
 def test_registry_shapes_fix_dynamic_dimensions(dynamic_model):
     report = check.analyse(dynamic_model, registry_shapes={"x": [1, 1, 8, 8]})
     assert report.ok and report.inputs[0].fixed_by == "models.toml"

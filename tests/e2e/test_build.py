@@ -98,3 +98,36 @@ def test_failed_build_keeps_previous_artifact(built_artifact, tmp_path):
     assert code == 2
     assert (directory / "SHA256SUMS").read_bytes() == sums
     assert not [p for p in DIST.iterdir() if p.name.startswith(".")]
+
+
+def test_paddle_style_minus_one_dims_and_a_frozen_input_build(tmp_path):
+    """A dynamic batch written as dim_value -1 (paddle2onnx) builds with --input-shape;
+    a frozen input drives shape arithmetic that folds away; the frozen value is in
+    the manifest and the module takes only the remaining input."""
+    import json
+
+    from onnx import TensorProto, helper
+
+    from tests.onnx_models import tiny_cnn
+    from wasmforge.build import build
+
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    # y2 = y * scale, where `scale` is an extra graph input frozen at build time.
+    model.graph.input.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, []))
+    old = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Mul", [old, "scale"], ["y2"]))
+    model.graph.output[0].name = "y2"
+    path = tmp_path / "paddle.onnx"
+    onnx.save(model, path)
+    final = build(onnx=str(path), name="paddle-minus-one", input_shapes=("x=1x1x8x8",),
+                  freeze=("scale=0.5",), dist=tmp_path / "dist")
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["x"]
+    assert manifest["inputs"][0]["shape"] == [1, 1, 8, 8]
+    assert manifest["frozen"] == {"scale": {"value": 0.5}}
+    x = np.random.default_rng(0).standard_normal([1, 1, 8, 8]).astype(np.float32)
+    (got,) = WasmModel(final / "paddle-minus-one.wasm").run([x]).outputs
+    (want,) = reference.run_reference(reference.session(path), [x], {"scale": np.array(0.5, np.float32)})
+    assert np.max(np.abs(got - want)) <= 1e-4
