@@ -5,7 +5,9 @@ the model; local functions inlined; initializers listed as graph inputs made
 plain constants; `--freeze` inputs baked in; `--input-shape` written into the
 inputs; an opset conversion where the frontend's converters need one; ops TVM
 lacks expanded through their ONNX function bodies; constant folding (shape
-arithmetic, constant `If`/`Where`) until a fixpoint; dead code removed. Control
+arithmetic, constant `If`/`Where`) until a fixpoint; `LSTM`/`GRU`/`RNN` the frontend
+lacks unrolled over their now static sequence length (then folded again); dead
+code removed. Control
 flow that is left is refused with a ModelError naming the node.
 
 It returns the very same model object when none of this changed anything, so
@@ -20,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import onnx_fold, onnx_versions
+from . import onnx_fold, onnx_rnn, onnx_versions
 from .frontend import ModelError, graph_inputs
 
 def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]],
@@ -39,6 +41,10 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
     changed |= onnx_versions.expand_functions(work, notes)
     changed |= _inference_rewrites(work.graph, notes)
     folded, resolved = onnx_fold.fold(work)
+    if onnx_rnn.unroll(work, notes):  # after folding: sequence lengths and weights are constant
+        changed = True
+        more, also = onnx_fold.fold(work)
+        folded, resolved = folded + more, resolved + also
     if folded:
         notes.append(f"folded {folded} constant nodes")
     notes += [f"resolved {r} at build time" for r in resolved[:3]]
