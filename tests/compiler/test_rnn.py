@@ -205,3 +205,21 @@ def test_weights_computed_at_run_time_are_refused(tmp_path):
     model.graph.input.append(helper.make_tensor_value_info("W", F, list(w.dims)))
     model.graph.initializer.remove(w)
     assert "W ('W') is not a constant" in refusal(model, tmp_path)
+
+
+def test_opset_12_shape_arithmetic_feeding_the_lstm_folds(tmp_path):
+    """pytorch <= 1.9 exports (ddddocr): X = Reshape(feature map, Concat(Unsqueeze(axes
+    attribute) of constants)); the fold must evaluate those at opset 12 so X is static."""
+    model = recurrent("LSTM", seq=4, batch=1, size=6, opset=12, direction="bidirectional", initial=False)
+    graph = model.graph
+    graph.input[0].CopyFrom(helper.make_tensor_value_info("feat", F, [1, 6, 1, 4]))
+    dims = [numpy_helper.from_array(np.array(v, np.int64), f"d{k}") for k, v in enumerate((4, 1, 6))]
+    graph.initializer.extend(dims)
+    shape_nodes = [helper.make_node("Unsqueeze", [f"d{k}"], [f"u{k}"], axes=[0]) for k in range(3)]
+    graph.node.insert(0, helper.make_node("Reshape", ["t", "shape"], ["x"]))
+    graph.node.insert(0, helper.make_node("Concat", ["u0", "u1", "u2"], ["shape"], axis=0))
+    graph.node.insert(0, helper.make_node("Transpose", ["feat"], ["t"], perm=[3, 0, 2, 1]))
+    for node in reversed(shape_nodes):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model, full_check=True)
+    prepared_matches(model, tmp_path)

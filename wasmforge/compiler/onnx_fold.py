@@ -114,12 +114,22 @@ def _evaluate(node: onnx.NodeProto, consts, types, opsets) -> list[np.ndarray] |
     if None in sizes and node.op_type in _GROWING:
         return None
     try:
-        results = ReferenceEvaluator(node, opsets=opsets).run(None, {n: consts[n] for n in inputs})
+        results = ReferenceEvaluator(_as_function(node, opsets)).run(None, {n: consts[n] for n in inputs},
+                                                                   attributes={})
     except Exception:  # noqa: BLE001 - left to TVM, which may still convert it
         return None
     if not all(isinstance(r, np.ndarray) and r.nbytes <= MAX_FOLD_BYTES for r in results):
         return None
     return results
+
+
+def _as_function(node: onnx.NodeProto, opsets: dict[str, int]) -> onnx.FunctionProto:
+    """`node` alone in a function importing the model's opsets: onnx's ReferenceEvaluator
+    runs a bare NodeProto at the newest opset (Unsqueeze-13 for an opset-12 `axes`
+    attribute, which then fails), a function at the opsets it imports."""
+    inputs = list(dict.fromkeys(name for name in node.input if name))
+    return helper.make_function("wasmforge.fold", "node", inputs, [o for o in node.output if o], [node],
+                                [helper.make_opsetid(d, v) for d, v in opsets.items()])
 
 
 def _constants(graph: onnx.GraphProto, opsets) -> dict[str, np.ndarray]:

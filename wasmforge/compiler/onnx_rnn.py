@@ -63,7 +63,7 @@ def unroll(model: onnx.ModelProto, notes: list[str], ops: set[str] | None = None
     del graph.node[:]
     graph.node.extend(nodes)
     done = ", ".join(f"{count} {op}" for op, count in sorted(counts.items()))
-    notes.append(f"unrolled {done} over the static sequence length ({steps} steps)"
+    notes.append(f"unrolled {done} over the static sequence length ({steps} step{'s' * (steps > 1)})"
                  if len(targets) == 1 else f"unrolled {done} over their static sequence lengths")
     return True
 
