@@ -92,3 +92,22 @@ def test_schedule_failure_is_contained_per_primfunc(monkeypatch):
     assert warnings == []  # contained, no global fallback
     funcs = _blocked(mod)
     assert funcs and not any(f.attrs and f.attrs.get("tirx.is_scheduled", False) for f in funcs)
+
+
+def test_a_layout_failure_around_one_conv_keeps_only_that_conv_nchw(monkeypatch, tmp_path):
+    """Per operator: TVM's ConvertLayout failing whenever conv #1 is blocked leaves
+    conv #1 in NCHW and blocks the other, instead of giving up on the whole model."""
+    real = optimize._convert_layout
+
+    def picky(mod, allowed):
+        if allowed is None or 1 in allowed:
+            raise RuntimeError("injected layout failure around conv 1")
+        return real(mod, allowed)
+
+    monkeypatch.setattr(optimize, "_convert_layout", picky)
+    model = blocked_cnn()
+    warnings: list[str] = []
+    mod, _ = lower(model, graph_inputs(model, {}), warnings=warnings)
+    assert warnings == ["1 of 2 convolutions keep the NCHW layout (TVM's layout conversion fails around them)"]
+    assert len(_blocked(mod)) == 1
+    assert_matches_onnxruntime(model, tmp_path / "m.onnx")

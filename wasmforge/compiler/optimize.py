@@ -157,10 +157,68 @@ def _apply_database(mod, target, database_dir: Path):
         return relax.transform.MetaScheduleApplyDatabase()(mod)
 
 
-def fuse(mod: tvm.IRModule, target) -> tvm.IRModule:
+def _convert_layout(mod: tvm.IRModule, allowed: set[int] | None) -> tvm.IRModule:
+    """ConvertLayout blocking the convs numbered in `allowed` (in the order the pass
+    meets them; None: all); the others keep NCHW."""
+    seen = iter(range(1 << 30))
+
+    def layout_cb(call):
+        desired = _layout_cb(call)
+        if desired and desired["relax.nn.conv2d"][0] != "NCHW" and allowed is not None \
+                and next(seen) not in allowed:
+            return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+        return desired
+
+    return relax.transform.ConvertLayout({}, layout_cb=layout_cb)(mod)
+
+
+def _blockable_convs(mod: tvm.IRModule) -> int:
+    count = 0
+
+    def cb(call):  # counts, and asks for no change (so it cannot fail where blocking does)
+        nonlocal count
+        desired = _layout_cb(call)
+        count += bool(desired) and desired["relax.nn.conv2d"][0] != "NCHW"
+        return {"relax.nn.conv2d": ["NCHW", "OIHW"]} if desired else desired
+
+    relax.transform.ConvertLayout({}, layout_cb=cb)(mod)
+    return count
+
+
+def blocked_layout(mod: tvm.IRModule, notes: list[str] | None = None) -> tvm.IRModule:
+    """Every conv in the blocked layout if TVM's ConvertLayout takes that; else the
+    largest set of convs it takes, found by splitting the rest in halves (per
+    operator: a conv whose neighbourhood the pass cannot convert stays NCHW)."""
+    try:
+        return _convert_layout(mod, None)
+    except Exception:  # noqa: BLE001 - a layout-inference error somewhere in the graph
+        pass
+    try:
+        total = _blockable_convs(mod)
+    except Exception:  # noqa: BLE001 - the pass fails even when asked to change nothing
+        if notes is not None:
+            notes.append("TVM's layout conversion fails on this graph: every convolution keeps NCHW")
+        return mod
+    good: set[int] = set()
+    pending = [list(range(total))]
+    while pending:
+        chunk = pending.pop(0)
+        try:
+            _convert_layout(mod, good | set(chunk))
+            good |= set(chunk)
+        except Exception:  # noqa: BLE001
+            if len(chunk) > 1:
+                pending += [chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]]
+    if notes is not None:
+        notes.append(f"{total - len(good)} of {total} convolutions keep the NCHW layout "
+                     f"(TVM's layout conversion fails around them)")
+    return _convert_layout(mod, good) if good else mod
+
+
+def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRModule:
     """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
     with target:
-        mod = relax.transform.ConvertLayout({}, layout_cb=_layout_cb)(mod)
+        mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
         passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})]
@@ -181,8 +239,12 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
     appended to `warnings` saying so.
     """
     target = tvm.target.Target(target)
+    notes: list[str] = []
     try:
-        return _fast_path(mod, target, database_dir)
+        lowered = _fast_path(mod, target, database_dir, notes)
+        if warnings is not None:
+            warnings.extend(notes)
+        return lowered
     except Exception as exc:  # noqa: BLE001 - any TVM error in the fast path
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         message = f"optimiser fell back to TVM's default pipeline (slower kernels): {reason}"
@@ -192,8 +254,8 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
         return relax.get_default_pipeline(target)(mod)
 
 
-def _fast_path(mod, target, database_dir: Path | None) -> tvm.IRModule:
-    mod = fuse(mod, target)
+def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
+    mod = fuse(mod, target, notes)
     if database_dir is not None:
         mod = _apply_database(mod, target, Path(database_dir))
     updates = {}
