@@ -158,6 +158,22 @@ def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
     tune_model(model, onnx, name, trials=int(trials), max_tasks=int(max_tasks))
 
 
+@task(help={"suite": "node, light, pytorch-converted, pytorch-operator, simple or all (default all)",
+            "jobs": "builder runs at a time (default 1)", "limit": "a fixed, seeded sample of K cases per suite",
+            "seed": "the sample's seed (default 0)", "chunk": "cases per builder run (default 50)",
+            "json": "write the results as JSON to PATH ('-' for stdout)",
+            "docs": "merge the results into docs/conformance.json and regenerate docs/conformance.md",
+            "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work"})
+@user_errors
+def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
+                keep=False):
+    """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
+    from wasmforge.conformance.run import conformance as run_conformance
+
+    run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
+                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep)
+
+
 @task
 @user_errors
 def models(c):
