@@ -163,15 +163,17 @@ def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
             "seed": "the sample's seed (default 0)", "chunk": "cases per builder run (default 50)",
             "json": "write the results as JSON to PATH ('-' for stdout)",
             "docs": "merge the results into docs/conformance.json and regenerate docs/conformance.md",
-            "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work"})
+            "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
+            "min_pass": "fail if a suite's pass rate (percent) is below this"})
 @user_errors
 def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
-                keep=False):
+                keep=False, min_pass=None):
     """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
     from wasmforge.conformance.run import conformance as run_conformance
 
     run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
-                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep)
+                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep,
+                    min_pass=float(min_pass) if min_pass is not None else None)
 
 
 @task

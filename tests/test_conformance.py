@@ -391,3 +391,28 @@ def test_crash_reasons_name_the_signal():
     assert crash_reason("builder failed with exit code 136: x | y") == "exit code 136 (SIGFPE): x | y"
     assert crash_reason("builder failed with exit code 1") == "exit code 1"
     assert crash_reason("something else") == "something else"
+
+
+def test_a_docker_failure_is_retried_not_blamed_on_a_case(tmp_path, monkeypatch):
+    from wasmforge import build as buildmod
+    from wasmforge.conformance import run as runmod
+
+    cases = [write_case(tmp_path / "data" / f"test_{n}") for n in "ab"]
+    monkeypatch.setattr(runmod.casemod, "discover", lambda suite, cache: cases)
+    monkeypatch.setattr(runmod, "toolchain_key", lambda root: {"id": "t"})
+    monkeypatch.setattr("wasmforge.images.docker_client", lambda: None)
+    monkeypatch.setattr("wasmforge.images.ensure_builder", lambda client, console: None)
+    runs_seen = []
+
+    def flaky(sources, out_dirs, *, console, step_output, **kwargs):
+        runs_seen.append([s.name for s in sources])
+        for source in sources:
+            console.print(f"builder graph: {source.name}: ONNX -> Relax")
+            step_output.results.append(JobResult(source.name, error="plan failed: nope", stage="plan"))
+            if len(runs_seen) == 1:
+                raise RuntimeError("409 Conflict: removal of container already in progress")
+
+    monkeypatch.setattr(buildmod, "compile_sources", flaky)
+    (suite,) = runmod.Conformance(cache=tmp_path / "cache").run(["node"])
+    assert [len(r) for r in runs_seen] == [2, 1]
+    assert [(r.status, r.stage) for r in suite.results] == [(BUILD_ERROR, "plan")] * 2
