@@ -388,7 +388,7 @@ def test_conformance_end_to_end(tmp_path, monkeypatch):
 def test_crash_reasons_name_the_signal():
     from wasmforge.conformance.run import crash_reason
 
-    assert crash_reason("builder failed with exit code 136: x | y") == "exit code 136 (SIGFPE): x | y"
+    assert crash_reason("builder failed with exit code 136: x | y") == "exit code 136 (SIGFPE)"
     assert crash_reason("builder failed with exit code 1") == "exit code 1"
     assert crash_reason("something else") == "something else"
 
@@ -416,3 +416,31 @@ def test_a_docker_failure_is_retried_not_blamed_on_a_case(tmp_path, monkeypatch)
     (suite,) = runmod.Conformance(cache=tmp_path / "cache").run(["node"])
     assert [len(r) for r in runs_seen] == [2, 1]
     assert [(r.status, r.stage) for r in suite.results] == [(BUILD_ERROR, "plan")] * 2
+
+
+def test_attribute_like_inputs_are_frozen_to_the_test_value(tmp_path):
+    """A Reshape's `shape` input is baked in (as --freeze would); its data input is not."""
+    directory = tmp_path / "test_reshape"
+    (directory / "test_data_set_0").mkdir(parents=True)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
+    (directory / "model.onnx").write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for name, array in (("input_0", x), ("input_1", np.array([3, 2], np.int64)),
+                        ("output_0", x.reshape(3, 2))):
+        (directory / "test_data_set_0" / f"{name}.pb").write_bytes(numpy_helper.from_array(array).SerializeToString())
+    case = Case("node", directory.name, directory)
+    data = casemod.load_case(case)
+    model = onnx.load(str(case.model))
+    assert casemod.attribute_inputs(model, data) == ["shape"]
+    path = casemod.freeze_inputs(case, data, ["shape"], tmp_path / "frozen")
+    frozen = onnx.load(str(path))
+    onnx.checker.check_model(frozen, full_check=True)
+    assert [i.name for i in frozen.graph.input] == ["x"]
+    np.testing.assert_array_equal(numpy_helper.to_array(frozen.graph.initializer[0]), [3, 2])
+    assert data.input_names == ["x"] and data.frozen == ["shape"] and len(data.data_sets[0][0]) == 1
+    assert data.input_shapes == {"x": [2, 3]}

@@ -210,6 +210,7 @@ class CaseData:
     ops: list[str] = field(default_factory=list)
     operator: str = ""
     unsupported: str | None = None  # what the pipeline cannot express, if anything
+    frozen: list[str] = field(default_factory=list)  # attribute-like inputs baked in (see below)
 
 
 class Unsupported(Exception):
@@ -324,3 +325,82 @@ def _read_data(case: Case, model, inputs, data: CaseData) -> None:
         if [a.shape for a in arrays] != [a.shape for a in first]:
             raise Unsupported("data sets differ in input shapes (one static build per case)")
     data.input_shapes = {name: list(a.shape) for name, a in zip(data.input_names, first)}
+
+
+# --- attribute-like inputs ----------------------------------------------------------
+
+# Input slots (by their name in the operator's schema) that say *how* to compute
+# rather than *what* to compute on: axes, shapes, sizes, ... Many node cases pass
+# them as graph inputs; TVM's frontend needs most of them constant. Like the
+# static shapes, their value is fixed by the test data, so the conformance run
+# freezes them (as `invoke build --freeze` would) and says so per case.
+ATTRIBUTE_SLOTS = {"axes", "axis", "shape", "sizes", "scales", "roi", "pads", "repeats", "k", "split",
+                   "starts", "ends", "steps", "depth", "output_shape", "blocksize"}
+FREEZE_MAX_ELEMENTS = 64
+
+
+def attribute_inputs(model, data: CaseData) -> list[str]:
+    """The model's inputs that only feed attribute-like slots and hold the same
+    small value in every data set (in input order)."""
+    import numpy as np
+    import onnx
+
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    slots: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+            formal = [i.name for i in schema.inputs]
+        except Exception:  # noqa: BLE001 - unknown op: nothing is attribute-like
+            formal = []
+        for index, name in enumerate(node.input):
+            slot = formal[min(index, len(formal) - 1)] if formal else "?"
+            slots.setdefault(name, set()).add(slot)
+    # Inputs read by a subgraph (If/Loop bodies) are not frozen.
+    for node in model.graph.node:
+        for attr in node.attribute:
+            for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                for inner in graph.node:
+                    for name in inner.input:
+                        slots.setdefault(name, set()).add("?")
+    chosen = []
+    for index, name in enumerate(data.input_names):
+        used = slots.get(name)
+        if not used or not used <= ATTRIBUTE_SLOTS:
+            continue
+        values = [arrays[index] for arrays, _ in data.data_sets]
+        first = values[0]
+        if first.size > FREEZE_MAX_ELEMENTS or first.dtype.kind not in "iuf":
+            continue
+        if first.dtype.kind == "f" and not used <= {"scales", "roi"}:
+            continue
+        if all(v.shape == first.shape and np.array_equal(v, first) for v in values[1:]):
+            chosen.append(name)
+    return chosen
+
+
+def freeze_inputs(case: Case, data: CaseData, names: list[str], out_dir: Path) -> Path:
+    """Write `case`'s model with `names` turned into initializers holding the test
+    data's value to `out_dir/model.onnx`; drop them from `data` (in place)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(case.model), load_external_data=False)
+    positions = [data.input_names.index(n) for n in names]
+    first = data.data_sets[0][0]
+    for name, position in zip(names, positions):
+        model.graph.initializer.append(numpy_helper.from_array(first[position], name))
+    if model.ir_version >= 4:  # before IR 4 an initializer must also be listed as an input
+        kept = [v for v in model.graph.input if v.name not in names]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    keep = [i for i in range(len(data.input_names)) if i not in positions]
+    data.input_names = [data.input_names[i] for i in keep]
+    data.data_sets = [([arrays[i] for i in keep], outputs) for arrays, outputs in data.data_sets]
+    data.input_shapes = {n: shape for n, shape in data.input_shapes.items() if n not in names}
+    data.frozen = list(names)
+    return path

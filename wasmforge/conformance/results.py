@@ -44,6 +44,7 @@ class CaseResult:
     link_seconds: float | None = None  # of which cargo build/link
     run_seconds: float | None = None  # load + every data set under wasmtime
     wasm_bytes: int | None = None
+    frozen: list[str] = field(default_factory=list)  # attribute-like inputs baked into the build
 
     def to_dict(self) -> dict:
         return asdict(self)

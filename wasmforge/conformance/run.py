@@ -13,6 +13,7 @@ run only does what is missing. Built modules live in .cache/conformance/work/
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import shutil
 import sys
@@ -56,6 +57,7 @@ class Pending:
     data: CaseData
     digest: str
     label: str  # the build name inside its chunk
+    model: Path  # the case's model, or its copy with attribute-like inputs frozen
 
 
 class _StepClock(Console):
@@ -81,7 +83,8 @@ class _Infrastructure(Exception):
 
 
 def crash_reason(message: str) -> str:
-    """`builder failed with exit code 136: <log tail>` -> `exit code 136 (SIGFPE): <log tail>`."""
+    """`builder failed with exit code 136: <log tail>` -> `exit code 136 (SIGFPE)` (the tail is
+    the previous jobs' output; the whole log is in .cache/conformance/logs/)."""
     import signal
 
     match = re.search(r"exit code (\d+)", message)
@@ -92,8 +95,7 @@ def crash_reason(message: str) -> str:
     if code > 128:
         with contextlib.suppress(ValueError):
             name = f" ({signal.Signals(code - 128).name})"
-    tail = message[match.end():].lstrip(": ")
-    return _short(f"exit code {code}{name}" + (f": {tail}" if tail else ""))
+    return f"exit code {code}{name}"
 
 
 class Conformance:
@@ -161,24 +163,26 @@ class Conformance:
         """A cached result, a host-side verdict, or a case to build."""
         try:
             digest = case.digest()
-        except OSError as exc:
-            result = CaseResult(case.suite, case.name, BUILD_ERROR, f"host: cannot read the case: {exc}",
+            data = casemod.load_case(case)
+            frozen = []
+            if not data.unsupported:
+                import onnx
+
+                frozen = casemod.attribute_inputs(onnx.load(str(case.model), load_external_data=False), data)
+        except Exception as exc:  # noqa: BLE001 - a broken case is that case's result
+            result = CaseResult(case.suite, case.name, BUILD_ERROR,
+                                f"host: cannot read the case: {_short(str(exc) or type(exc).__name__)}",
                                 stage="host")
-            self._record(None, case, result, suite_run, cached=True)  # nothing stable to key it by
+            self._record(None, case, result, suite_run, cached=True)  # not cached: nothing stable to key it by
             return None
+        if frozen:
+            # What is built differs from the model as shipped: so does the key.
+            digest = hashlib.sha256(f"{digest} frozen {' '.join(frozen)}".encode()).hexdigest()
         if not self.rerun:
             cached = self.results_cache.get(case, digest)
             if cached is not None:
                 self._record(None, case, cached, suite_run, cached=True)
                 return None
-        try:
-            data = casemod.load_case(case)
-        except Exception as exc:  # noqa: BLE001 - a broken case is that case's result
-            result = CaseResult(case.suite, case.name, BUILD_ERROR,
-                                f"host: cannot read the case: {_short(str(exc) or type(exc).__name__)}",
-                                stage="host")
-            self._record(None, case, result, suite_run, digest=digest)
-            return None
         if data.unsupported:
             result = CaseResult(case.suite, case.name, UNSUPPORTED, data.unsupported,
                                 operator=data.operator, ops=data.ops)
@@ -186,15 +190,24 @@ class Conformance:
             return None
         from ..onnx_guard import inspect_onnx
 
+        model_path = case.model
         try:
-            inspect_onnx(case.model)  # what `invoke build` vets before any container starts
+            if frozen:
+                model_path = casemod.freeze_inputs(case, data, frozen, self.cache / "frozen" / digest[:24])
+            inspect_onnx(model_path)  # what `invoke build` vets before any container starts
         except UserError as exc:
             result = CaseResult(case.suite, case.name, BUILD_ERROR, f"vet: {exc}", stage="vet",
-                                operator=data.operator, ops=data.ops)
+                                operator=data.operator, ops=data.ops, frozen=data.frozen)
+            self._record(None, case, result, suite_run, digest=digest)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a broken case is that case's result
+            result = CaseResult(case.suite, case.name, BUILD_ERROR,
+                                f"host: {type(exc).__name__}: {_short(str(exc))}", stage="host",
+                                operator=data.operator, ops=data.ops, frozen=data.frozen)
             self._record(None, case, result, suite_run, digest=digest)
             return None
         self._labels += 1
-        return Pending(case, data, digest, f"c{self._labels:05d}")
+        return Pending(case, data, digest, f"c{self._labels:05d}", model_path)
 
     def _build_all(self, pending: list[tuple[Pending, SuiteRun]]) -> None:
         from .. import images
@@ -245,7 +258,7 @@ class Conformance:
         for item, _ in remaining:
             out_dirs[item.label] = work / item.label
             out_dirs[item.label].mkdir()
-            sources.append(Source(item.label, item.case.model.resolve(), {"file": "model.onnx"},
+            sources.append(Source(item.label, item.model.resolve(), {"file": "model.onnx"},
                                   input_shapes=item.data.input_shapes))
         log_path = self.cache / "logs" / f"{tag}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,7 +319,7 @@ class Conformance:
             raise UserError(f"the builder run failed before its case {culprit.case.key} began: {failure[0]}")
         verdict = CaseResult(culprit.case.suite, culprit.case.name, BUILD_ERROR,
                              f"builder crashed: {crash_reason(failure[0])}", stage="crash",
-                             operator=culprit.data.operator, ops=culprit.data.ops)
+                             operator=culprit.data.operator, ops=culprit.data.ops, frozen=culprit.data.frozen)
         self._add_times(verdict, self._times(clock.marks, culprit.label, time.monotonic()))
         self._record(culprit, culprit.case, verdict, suite_run)
         return missing[1:]
@@ -346,7 +359,7 @@ class Conformance:
         from ..runner import WasmModel, WasmRunError
 
         case, data = item.case, item.data
-        base = dict(suite=case.suite, name=case.name, operator=data.operator, ops=data.ops)
+        base = dict(suite=case.suite, name=case.name, operator=data.operator, ops=data.ops, frozen=data.frozen)
         if job is None or job.error is not None:
             status, reason, stage = classify_build(job)
             return CaseResult(status=status, reason=reason, stage=stage,
