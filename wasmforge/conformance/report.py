@@ -94,6 +94,10 @@ def render_markdown(doc: dict) -> str:
         "shipped in the onnx wheel: it is generated with the pinned onnx's own generators",
         "(`onnx.backend.test.case.node.collect_testcases`, written by",
         "`onnx.backend.test.cmd_tools.generate_data`). See the README's *Conformance* section.",
+        "The test inputs' shapes are the build's static input shapes, and inputs that only feed",
+        "attribute-like slots (axes, shape, sizes, scales, k, ...) and hold one small value in every",
+        "data set are frozen into the model (as `invoke build --freeze` does); the case's `frozen`",
+        "field in the JSON names them.",
         "",
         "Statuses: **pass**; **fail**: built, but wrong numbers (or the module failed at run",
         "time); **unsupported**: needs an operator or feature the pipeline does not have (named);",
@@ -112,8 +116,10 @@ def render_markdown(doc: dict) -> str:
     out += ["", "Pass rate: of the cases run. Toolchain, onnx version and date of each suite's run:", ""]
     for suite, section in doc["suites"].items():
         tool = section["toolchain"]
+        frozen = sum(1 for c in section["cases"] if c.get("frozen"))
         out.append(f"- {suite}: onnx {section['onnx']}, builder recipe `{tool['builder_recipe']}`, "
-                   f"toolchain key `{tool['id']}`, run on {section['run_at']}")
+                   f"toolchain key `{tool['id']}`, run on {section['run_at']}; "
+                   f"{frozen} case(s) with frozen inputs")
     out += [
         "",
         "## Time per case",
