@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -106,7 +107,9 @@ class Conformance:
         self.rerun, self.keep = rerun, keep
         self.toolchain = toolchain_key(ROOT)
         self.results_cache = ResultCache(cache / "results", self.toolchain["id"])
-        self.work = cache / "work" / self.toolchain["id"]
+        # Per process: two runs at once must not share (or delete) each other's directories.
+        self.run_tag = f"run{os.getpid()}"
+        self.work = cache / "work" / self.toolchain["id"] / self.run_tag
         self._lock = threading.Lock()
         self._done = 0
         self._total = 0
@@ -217,13 +220,17 @@ class Conformance:
         chunks = [pending[i:i + self.chunk] for i in range(0, len(pending), self.chunk)]
         self.say(f"building {len(pending)} cases in {len(chunks)} builder run(s) of up to {self.chunk}, "
                  f"{self.jobs} at a time")
-        if self.jobs == 1:
-            for index, chunk in enumerate(chunks):
-                self._chunk(index, chunk)
-            return
-        with ThreadPoolExecutor(self.jobs) as pool:
-            for future in [pool.submit(self._chunk, i, c) for i, c in enumerate(chunks)]:
-                future.result()
+        try:
+            if self.jobs == 1:
+                for index, chunk in enumerate(chunks):
+                    self._chunk(index, chunk)
+                return
+            with ThreadPoolExecutor(self.jobs) as pool:
+                for future in [pool.submit(self._chunk, i, c) for i, c in enumerate(chunks)]:
+                    future.result()
+        finally:
+            if not self.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
 
     def _chunk(self, index: int, chunk: list[tuple[Pending, SuiteRun]]) -> None:
         """Build the chunk in one builder run, judging each case as soon as its
@@ -260,7 +267,7 @@ class Conformance:
             out_dirs[item.label].mkdir()
             sources.append(Source(item.label, item.model.resolve(), {"file": "model.onnx"},
                                   input_shapes=item.data.input_shapes))
-        log_path = self.cache / "logs" / f"{tag}.log"
+        log_path = self.cache / "logs" / f"{self.run_tag}-{tag}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         output = StepOutput()
         failure: list[str] = []
