@@ -123,8 +123,9 @@ class Conformance:
             self.console.print(text, markup=False, highlight=False)
 
     def _record(self, pending: Pending | None, case: Case, result: CaseResult, suite_run: SuiteRun,
-                cached: bool = False, digest: str | None = None) -> None:
-        if not cached:
+                cached: bool = False, digest: str | None = None, store: bool = True) -> None:
+        """Note `result` (and store it in the cache unless it came from there or `store` is off)."""
+        if store and not cached:
             self.results_cache.put(case, digest or pending.digest, result)
         with self._lock:
             suite_run.results.append(result)
@@ -176,7 +177,7 @@ class Conformance:
             result = CaseResult(case.suite, case.name, BUILD_ERROR,
                                 f"host: cannot read the case: {_short(str(exc) or type(exc).__name__)}",
                                 stage="host")
-            self._record(None, case, result, suite_run, cached=True)  # not cached: nothing stable to key it by
+            self._record(None, case, result, suite_run, store=False)  # nothing stable to key it by
             return None
         if frozen:
             # What is built differs from the model as shipped: so does the key.
