@@ -444,3 +444,12 @@ def test_attribute_like_inputs_are_frozen_to_the_test_value(tmp_path):
     np.testing.assert_array_equal(numpy_helper.to_array(frozen.graph.initializer[0]), [3, 2])
     assert data.input_names == ["x"] and data.frozen == ["shape"] and len(data.data_sets[0][0]) == 1
     assert data.input_shapes == {"x": [2, 3]}
+
+
+def test_markdown_does_not_depend_on_the_json_key_order():
+    node = _doc([CaseResult("node", "test_a", PASS, operator="Relu")])
+    light = _doc([CaseResult("light", "test_b", PASS)], suite="light")
+    merged = report.merge(report.merge({"suites": {}}, node), light)
+    text = report.render_markdown(merged)
+    assert text == report.render_markdown(json.loads(report.dumps(merged)))  # keys sorted there
+    assert text.index("| node |") < text.index("| light |")

@@ -82,7 +82,15 @@ def _p90(values: list[float]) -> str:
     return f"{ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]:.1f}"
 
 
+def _ordered(doc: dict) -> dict:
+    """The suites in SUITES order (the JSON file sorts its keys alphabetically)."""
+    suites = doc["suites"]
+    return {**{s: suites[s] for s in SUITES if s in suites},
+            **{s: v for s, v in sorted(suites.items()) if s not in SUITES}}
+
+
 def render_markdown(doc: dict) -> str:
+    doc = {**doc, "suites": _ordered(doc)}
     out = [
         "# ONNX backend conformance",
         "",
