@@ -334,7 +334,7 @@ def _read_data(case: Case, model, inputs, data: CaseData) -> None:
 # them as graph inputs; TVM's frontend needs most of them constant. Like the
 # static shapes, their value is fixed by the test data, so the conformance run
 # freezes them (as `invoke build --freeze` would) and says so per case.
-ATTRIBUTE_SLOTS = {"axes", "axis", "shape", "sizes", "scales", "roi", "pads", "repeats", "k", "split",
+ATTRIBUTE_SLOTS = {"axes", "axis", "shape", "sizes", "scales", "roi", "pads", "repeats", "k", "K", "split",
                    "starts", "ends", "steps", "depth", "output_shape", "blocksize"}
 FREEZE_MAX_ELEMENTS = 64
 

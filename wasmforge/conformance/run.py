@@ -379,6 +379,11 @@ class Conformance:
         size = wasm.stat().st_size
         try:
             module = WasmModel(wasm, memory_limit=RUN_MEMORY_LIMIT, time_limit=RUN_TIME_LIMIT)
+            foreign = sorted(f"{m}::{n}" for m, n in module.imports() if m != "wasi_snapshot_preview1")
+            if foreign:  # `invoke build` refuses such a module too
+                return CaseResult(status=BUILD_ERROR, stage="link", wasm_bytes=size,
+                                  reason=f"the module imports {', '.join(foreign)} (only WASI is allowed)",
+                                  **base)
             for number, (inputs, expected) in enumerate(data.data_sets):
                 try:
                     outputs = module.run(inputs).outputs
