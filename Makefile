@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= lenet-digits
 
-.PHONY: setup build test test-python test-unit test-rust docker-test clean
+.PHONY: setup build test test-python test-unit test-rust docker-test conformance clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,13 @@ test-unit: setup
 
 docker-test: setup
 	$(BIN)/invoke smoke --model $(MODEL)
+
+# A fixed, seeded sample of the ONNX node suite built and run as wasm
+# (docs/conformance.md); CI runs it. The whole suite: invoke conformance --suite all.
+CONFORMANCE_LIMIT ?= 150
+CONFORMANCE_MIN_PASS ?= 40
+conformance: setup
+	$(BIN)/invoke conformance --suite node --limit $(CONFORMANCE_LIMIT) --min-pass $(CONFORMANCE_MIN_PASS)
 
 clean:
 	rm -rf dist .cache/staging

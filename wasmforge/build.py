@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import __version__, artifact, buildlock, images, reference, tuning
 from .compiler.request import BuildRequest, JobResult, ModelJob
-from .container import Mount, run_step
+from .container import Mount, StepOutput, run_step
 from .errors import UserError
 from .freeze import frozen_array
 from .hashing import sha256_file
@@ -123,17 +123,14 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
             for source in sources:
                 buildlock.clean_leftovers(dist, source.name, console, client)
                 stagings[source.name] = artifact.staging_dir(dist, source.name)
-            jobs, mounts, databases = _jobs(sources, stagings, external_params, tuning_root, console)
-            command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
-            step = run_step(client, builder.id, command, mounts, console, title="builder",
-                            environment={"PYTHONPATH": "/src"})
-            results = {r.name: r for r in step.results}
-            for source in sources:
+            compiled = compile_sources(sources, stagings, client=client, builder=builder, console=console,
+                                       external_params=external_params, tuning_root=tuning_root)
+            for source, done in zip(sources, compiled):
                 t0 = time.monotonic()
                 outcome = Outcome(source.name)
                 try:
-                    outcome.path = _finish(source, results.get(source.name), stagings.pop(source.name),
-                                           dist, builder, console, external_params, databases[source.name])
+                    outcome.path = _finish(source, done.result, stagings.pop(source.name),
+                                           dist, builder, console, external_params, done.database)
                 except UserError as exc:
                     outcome.error = exc
                     console.print(f"[bold red]failed[/] {source.name}: {exc}", highlight=False)
@@ -144,6 +141,38 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
                 shutil.rmtree(staging, ignore_errors=True)
     _attest(outcomes, client, builder, started_on, console)
     return outcomes
+
+
+@dataclass
+class Compiled:
+    """One source after the builder step: its result and, when it built, its `.wasm`."""
+
+    source: Source
+    result: JobResult | None  # None: the builder reported nothing for it
+    out_dir: Path
+    database: Path | None = None  # the tuning database applied, if any
+
+    @property
+    def wasm(self) -> Path | None:
+        if self.result is None or self.result.error is not None:
+            return None
+        path = self.out_dir / f"{self.source.name}.wasm"
+        return path if path.is_file() else None
+
+
+def compile_sources(sources: list[Source], out_dirs: dict[str, Path], *, client, builder,
+                    console: Console, external_params: bool = False,
+                    tuning_root: Path = tuning.TUNING, step_output: StepOutput | None = None) -> list[Compiled]:
+    """Only the builder step: one container compiles every (vetted) source into
+    `out_dirs[name]`; one `Compiled` per source, in order. No reference check, no
+    publishing (`build_many` does those). `step_output`, if given, collects the
+    result lines as they come, so a caller still has them if the step fails."""
+    jobs, mounts, databases = _jobs(sources, out_dirs, external_params, tuning_root, console)
+    command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
+    step = run_step(client, builder.id, command, mounts, console, title="builder",
+                    environment={"PYTHONPATH": "/src"}, output=step_output)
+    results = {r.name: r for r in step.results}
+    return [Compiled(s, results.get(s.name), out_dirs[s.name], databases[s.name]) for s in sources]
 
 
 def _jobs(sources, stagings, external_params, tuning_root, console):

@@ -197,6 +197,24 @@ def corpus(c, only=None, list=False, build=False, all=False):
         raise Exit(f"error: {failed} corpus model(s) failed to build", code=1)
 
 
+@task(help={"suite": "node, light, pytorch-converted, pytorch-operator, simple or all (default all)",
+            "jobs": "builder runs at a time (default 1)", "limit": "a fixed, seeded sample of K cases per suite",
+            "seed": "the sample's seed (default 0)", "chunk": "cases per builder run (default 50)",
+            "json": "write the results as JSON to PATH ('-' for stdout)",
+            "docs": "merge the results into docs/conformance.json and regenerate docs/conformance.md",
+            "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
+            "min_pass": "fail if a suite's pass rate (percent) is below this"})
+@user_errors
+def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
+                keep=False, min_pass=None):
+    """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
+    from wasmforge.conformance.run import conformance as run_conformance
+
+    run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
+                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep,
+                    min_pass=float(min_pass) if min_pass is not None else None)
+
+
 @task
 @user_errors
 def models(c):
@@ -207,7 +225,7 @@ def models(c):
         print(f"{spec.name:16} {spec.description}")
 
 
-namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus)
+namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 
 

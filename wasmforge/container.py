@@ -156,13 +156,15 @@ class StepOutput:
 
 
 def run_step(client, image: str, command: list[str], mounts: list[Mount], console: Console,
-             title: str, environment: dict[str, str] | None = None) -> StepOutput:
-    """Run one builder step, echo its output with step timings, and collect its result lines.
+             title: str, environment: dict[str, str] | None = None,
+             output: StepOutput | None = None) -> StepOutput:
+    """Run one builder step, echo its output with step timings, and collect its result lines
+    (into `output` if given: the caller keeps what came before a failure).
 
     A non-zero exit raises UserError carrying the step's own `error:` line when
     it printed one (exit code 2: the input is at fault) or the log tail.
     """
-    output = StepOutput()
+    output = StepOutput() if output is None else output
     started = step_started = time.monotonic()
     try:
         with Container(client, image, command, profile=builder_profile(), title=title, mounts=mounts,
