@@ -87,3 +87,15 @@ def test_a_container_removed_from_outside_is_one_line_not_a_traceback():
         run_step(client, "img", ["x"], [], quiet(), title="builder")
     assert "builder container failed" in str(info.value) and "\n" not in str(info.value)
     assert info.value.exit_code == 1
+
+
+@pytest.mark.parametrize("status", [404, 409])
+def test_a_container_already_gone_or_being_removed_is_not_an_error(status):
+    class Gone(FakeContainer):
+        def remove(self, force=False):
+            raise docker.errors.APIError("removal", response=SimpleNamespace(status_code=status))
+
+    client = FakeClient([b"done\n"])
+    client.containers = SimpleNamespace(create=lambda image, command, **kw: Gone(client, [b"done\n"]))
+    out = run_step(client, "img", ["x"], [], quiet(), title="builder")
+    assert out.lines == ["done"]

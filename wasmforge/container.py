@@ -146,7 +146,13 @@ class Container:
         if self._killer is not None:
             self._killer.cancel()
         if self._container is not None:
-            self._container.remove(force=True)
+            try:
+                self._container.remove(force=True)
+            except Exception as error:  # noqa: BLE001 - docker-py's NotFound / APIError
+                # Gone already, or its removal is in progress (409): what we wanted.
+                status = getattr(getattr(error, "response", None), "status_code", None)
+                if status not in (404, 409):
+                    raise
 
 
 @dataclass
