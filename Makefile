@@ -45,7 +45,7 @@ docker-test: setup
 CONFORMANCE_LIMIT ?= 150
 CONFORMANCE_MIN_PASS ?= 50
 conformance: setup
-	$(BIN)/invoke conformance --suite node --limit $(CONFORMANCE_LIMIT) --min-pass $(CONFORMANCE_MIN_PASS)
+	$(BIN)/invoke conformance --suite node --limit $(CONFORMANCE_LIMIT) --jobs 2 --min-pass $(CONFORMANCE_MIN_PASS)
 
 clean:
 	rm -rf dist .cache/staging
