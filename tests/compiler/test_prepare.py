@@ -226,3 +226,17 @@ def test_loop_is_refused_naming_the_node(tmp_path):
                  [helper.make_tensor_value_info("y", F, [1, 4])])
     with pytest.raises(ModelError, match="Loop node 'repeat'"):
         prepare(model, tmp_path, {}, {}, [])
+
+
+def test_inference_dropout_becomes_identity_but_training_dropout_stays():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    inference = make([helper.make_node("Dropout", ["x"], ["y"])], [x], [y])
+    prepared = prepare(inference, Path("."), {}, {}, [])
+    assert [n.op_type for n in prepared.graph.node] == ["Identity"]
+    mode = helper.make_tensor_value_info("training", TensorProto.BOOL, [])
+    ratio = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    training = make([helper.make_node("Dropout", ["x", "ratio", "training"], ["y"])], [x, mode], [y],
+                    inits=[ratio])
+    prepared = prepare(training, Path("."), {}, {}, [])
+    assert [n.op_type for n in prepared.graph.node] == ["Dropout"]

@@ -155,8 +155,11 @@ def _inference_rewrites(graph: onnx.GraphProto, notes: list[str]) -> bool:
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     nodes, rewritten = [], {"Dropout": 0, "Sum": 0, "Mean": 0}
     for node in graph.node:
+        # Not with a training_mode input: then Dropout really drops (and TVM
+        # cannot either), which the build must not hide.
         if node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and \
-                not any(out in used for out in node.output[1:]):
+                not any(out in used for out in node.output[1:]) and \
+                not (len(node.input) > 2 and node.input[2]):
             nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
         elif node.op_type in ("Sum", "Mean") and node.domain in ("", "ai.onnx") and len(node.input) >= 2:
             nodes += _add_chain(node, graph)
