@@ -262,15 +262,13 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
 def _lower_for_host(request: dict):
     """The plan and kernels exactly as the wasm build derives them, kernels built for the host."""
     from .compiler import native_plan
-    from .compiler.frontend import graph_inputs, load_onnx
-    from .compiler.graph_lib import lower
+    from .compiler.graph_lib import prepare_and_lower
     from .compiler.plan import derive_plan
 
-    model = load_onnx(Path(request["onnx"]))
     overrides = {i["name"]: list(i["shape"]) for i in request["graph_inputs"]}
-    inputs = graph_inputs(model, overrides)
     emit(kind="phase", text="lowering with TVM Relax")
-    mod, _ = lower(model, inputs)
+    # The build's own preparation too (folding, quirks, RNN unrolling): the same plan as the wasm.
+    model, inputs, mod, _ = prepare_and_lower(Path(request["onnx"]), overrides)
     plan, params = derive_plan(mod["main"], request["name"], [i["name"] for i in inputs],
                                [o.name for o in model.graph.output])
     emit(kind="phase", text="compiling kernels for the host CPU")

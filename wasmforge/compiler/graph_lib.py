@@ -105,13 +105,11 @@ def toolchain_versions() -> dict[str, str]:
     }
 
 
-def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, list[int]], *,
-                frozen: dict[str, dict] | None = None, tuning_db: Path | None = None,
-                warnings: list[str] | None = None) -> dict:
-    """Write kernels, plan.json and params.bin into `out_dir`; return the graph's description."""
-    import json
-
-    from .plan import PlanError, derive_plan
+def prepare_and_lower(onnx_path: Path, shapes: dict[str, list[int]], *,
+                      frozen: dict[str, dict] | None = None, tuning_db: Path | None = None,
+                      warnings: list[str] | None = None):
+    """(prepared model, its inputs, lowered module, target): the steps every user of
+    the compiler shares, the build and the bench's native run alike."""
     from .prepare import prepare
 
     model = prepare(load_onnx(onnx_path), onnx_path.parent, shapes, frozen or {}, warnings)
@@ -122,8 +120,21 @@ def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, lis
             + ", ".join(missing)
         )
     inputs = graph_inputs(model, shapes)
-    output_names = [o.name for o in model.graph.output]
     mod, target = lower(model, inputs, tuning_db, warnings)
+    return model, inputs, mod, target
+
+
+def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, list[int]], *,
+                frozen: dict[str, dict] | None = None, tuning_db: Path | None = None,
+                warnings: list[str] | None = None) -> dict:
+    """Write kernels, plan.json and params.bin into `out_dir`; return the graph's description."""
+    import json
+
+    from .plan import PlanError, derive_plan
+
+    model, inputs, mod, target = prepare_and_lower(onnx_path, shapes, frozen=frozen, tuning_db=tuning_db,
+                                                   warnings=warnings)
+    output_names = [o.name for o in model.graph.output]
     try:
         plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs], output_names)
     except PlanError as exc:
