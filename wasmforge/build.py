@@ -133,7 +133,8 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
                                            dist, builder, console, external_params, done.database)
                 except UserError as exc:
                     outcome.error = exc
-                    console.print(f"[bold red]failed[/] {source.name}: {exc}", highlight=False)
+                    if len(sources) > 1:  # one model: its error line says it all, once
+                        console.print(f"[bold red]failed[/] {source.name}: {exc}", highlight=False)
                 outcome.seconds = time.monotonic() - t0
                 outcomes.append(outcome)
         finally:
