@@ -61,7 +61,7 @@ def assert_schema(report: dict) -> None:
 
 def test_missing_artifact_is_one_line_error(tmp_path):
     with pytest.raises(UserError) as info:
-        bench.bench("lenet-digits", runs=2, dist=tmp_path)
+        bench.bench("lenet-digits", runs=2, dist=tmp_path, tract=False)
     message = str(info.value)
     assert "\n" not in message and "invoke build --model lenet-digits" in message
 
@@ -77,12 +77,12 @@ def test_tampered_artifact_is_refused_before_anything_runs(tmp_path):
     directory = fake_artifact(tmp_path)
     (directory / "lenet-digits.wasm").write_bytes(b"\0asm changed")
     with pytest.raises(ArtifactError, match="lenet-digits.wasm does not match"):
-        bench.bench("lenet-digits", runs=2, dist=tmp_path)
+        bench.bench("lenet-digits", runs=2, dist=tmp_path, tract=False)
 
 
 def test_runs_must_be_positive(tmp_path):
     with pytest.raises(UserError, match="--runs"):
-        bench.bench("lenet-digits", runs=0, dist=tmp_path)
+        bench.bench("lenet-digits", runs=0, dist=tmp_path, tract=False)
 
 
 def test_failing_engine_is_reported_and_the_others_still_measured(tmp_path):
@@ -91,7 +91,7 @@ def test_failing_engine_is_reported_and_the_others_still_measured(tmp_path):
     out_json = tmp_path / "bench.json"
     record = Console(record=True, width=100)
     with pytest.raises(UserError, match="wasm failed: wasmtime cannot compile"):
-        bench.bench("lenet-digits", runs=2, json_path=str(out_json), dist=tmp_path / "dist",
+        bench.bench("lenet-digits", runs=2, json_path=str(out_json), dist=tmp_path / "dist", tract=False,
                     console=record, out=record)
     report = json.loads(out_json.read_text())
     assert_schema(report)
@@ -124,7 +124,7 @@ def test_missing_tvm_skips_the_native_column(tmp_path, monkeypatch):
     fake_artifact(tmp_path / "dist")
     record = Console(record=True, width=100)
     with pytest.raises(UserError):  # the junk .wasm still fails the bench
-        bench.bench("lenet-digits", runs=1, json_path=str(tmp_path / "b.json"), dist=tmp_path / "dist",
+        bench.bench("lenet-digits", runs=1, json_path=str(tmp_path / "b.json"), dist=tmp_path / "dist", tract=False,
                     console=record, out=record)
     report = json.loads((tmp_path / "b.json").read_text())
     native = report["tvm_native"]
@@ -186,3 +186,131 @@ def test_an_input_unlike_the_recorded_case0_is_noted(tmp_path):
 
 
 # --- with Docker ------------------------------------------------------------------
+
+
+# --- rounds, peers and engine flags ---------------------------------------------------
+
+
+def test_runs_are_spread_over_rounds():
+    assert bench.round_sizes(10, 3) == [4, 3, 3]
+    assert bench.round_sizes(2, 3) == [1, 1]  # never an empty round
+    assert bench.round_sizes(1, 1) == [1]
+    assert sum(bench.round_sizes(37, 5)) == 37
+
+
+def test_rounds_merge_into_one_engine_result():
+    first = bench.Step({"times_ms": [3.0, 1.0], "warmup_ms": 9.0, "load_ms": 4.0, "peak_rss_bytes": 10}, ["a"])
+    second = bench.Step({"times_ms": [2.0], "warmup_ms": 7.0, "load_ms": 6.0, "peak_rss_bytes": 30}, ["b"])
+    merged = bench.merge_rounds([first, second])
+    assert merged.result["times_ms"] == [3.0, 1.0, 2.0] and merged.result["median_ms"] == 2.0
+    assert merged.result["min_ms"] == 1.0 and merged.result["max_ms"] == 3.0
+    assert merged.result["warmup_ms"] == 9.0 and merged.result["load_ms"] == 5.0
+    assert merged.result["peak_rss_bytes"] == 30 and merged.result["rounds"] == 2
+    assert merged.outputs == ["b"]
+    failed = bench.Step({}, [], error="boom")
+    assert bench.merge_rounds([first, failed]).error == "boom"
+
+
+def test_tract_and_epoch_ratios():
+    report = _report(wasm_noepoch=_entry(1.9), tract_wasm=_entry(5.0), tract_wasm_noepoch=_entry(4.0))
+    ratios = bench.ratios(report)
+    assert ratios["tract_wasm_vs_wasm"] == pytest.approx(2.5)
+    assert ratios["tract_wasm_vs_wasm_noepoch"] == pytest.approx(4.0 / 1.9)
+    assert ratios["epoch_cost_tract_wasm"] == pytest.approx(1.25)
+    assert ratios["epoch_cost_wasm"] == pytest.approx(2.0 / 1.9)
+    assert bench.ratios(_report())["tract_wasm_vs_wasm"] is None  # not measured: no ratio
+    record = Console(record=True, width=200)
+    bench.render(report, record)
+    assert "tract wasm / wasm 2.50x" in record.export_text()
+
+
+def test_every_wasm_engine_reports_its_flags():
+    for engine in bench.ENGINES:
+        flags = bench.engine_flags(engine)
+        if engine in bench.WASM_ENGINES:
+            assert flags["epoch_interruption"] is ("noepoch" not in engine)
+            assert flags["relaxed_simd"] is True and flags["cranelift_opt_level"] == "speed"
+        else:
+            assert flags is None
+
+
+def test_without_the_peer_the_tract_columns_say_why(tmp_path):
+    fake_artifact(tmp_path / "dist")
+    out_json = tmp_path / "bench.json"
+    with pytest.raises(UserError):  # the junk .wasm still fails the bench
+        bench.bench("lenet-digits", runs=1, json_path=str(out_json), dist=tmp_path / "dist", tract=False,
+                    console=Console(record=True), out=Console(record=True))
+    report = json.loads(out_json.read_text())
+    assert report["tract_wasm"]["available"] is False and "--no-tract" in report["tract_wasm"]["note"]
+    assert report["tract_wasm"]["engine_flags"]["epoch_interruption"] is True
+
+
+# A stand-in for the tract peer: writes /io/output0.npy (float32 [[1, 2]]) and
+# prints the peer's timing line, as rust_app/peers/tract-wasm does.
+_NPY = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }" + b" " * 58 + b"\n" \
+    + np.array([1.0, 2.0], dtype="<f4").tobytes()
+_TIMINGS = b'{"load_ms": 1.5, "warmup_ms": 2.0, "times_ms": [1.0, 3.0]}\n'
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+FAKE_PEER = f"""
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "output0.npy")
+  (data (i32.const 256) "{_wat_bytes(_NPY)}")
+  (data (i32.const 1024) "{_wat_bytes(_TIMINGS)}")
+  (func (export "_start")
+    ;; fd 3 is the first preopened directory (/io); O_CREAT|O_TRUNC; the new fd at 8
+    (drop (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 11) (i32.const 9)
+                      (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 8)))
+    (i32.store (i32.const 32) (i32.const 256))
+    (i32.store (i32.const 36) (i32.const {len(_NPY)}))
+    (drop (call $write (i32.load (i32.const 8)) (i32.const 32) (i32.const 1) (i32.const 40)))
+    (i32.store (i32.const 32) (i32.const 1024))
+    (i32.store (i32.const 36) (i32.const {len(_TIMINGS)}))
+    (drop (call $write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 40)))))
+"""
+
+
+@pytest.mark.parametrize("epoch", [True, False])
+def test_the_wasi_step_runs_a_peer_and_keeps_its_own_timings(tmp_path, epoch):
+    import wasmtime
+
+    from wasmforge import bench_worker
+    from wasmforge.runner import new_engine
+
+    cwasm = tmp_path / "peer.cwasm"
+    cwasm.write_bytes(wasmtime.Module(new_engine(epoch_interruption=epoch), FAKE_PEER).serialize())
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not read by the fake")
+    np.save(tmp_path / "input0.npy", np.zeros((1, 1, 8, 8), np.float32))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = bench_worker.step_wasi({"cwasm": str(cwasm), "epoch": epoch, "flavor": "tract", "runs": 2,
+                                     "outputs": 1, "onnx": str(onnx), "inputs": [str(tmp_path / "input0.npy")]},
+                                    out_dir)
+    assert result["times_ms"] == [1.0, 3.0] and result["median_ms"] == 2.0
+    assert result["warmup_ms"] == 2.0 and result["load_ms"] == 1.5 and result["threads"] == 1
+    assert np.load(out_dir / "output0.npy").tolist() == [[1.0, 2.0]]
+
+
+def test_a_peer_reporting_the_wrong_number_of_runs_is_an_error(tmp_path):
+    import wasmtime
+
+    from wasmforge import bench_worker
+    from wasmforge.runner import new_engine
+
+    cwasm = tmp_path / "peer.cwasm"
+    cwasm.write_bytes(wasmtime.Module(new_engine(), FAKE_PEER).serialize())
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(bench_worker.StepError, match="reported 2 timings for 5 runs"):
+        bench_worker.step_wasi({"cwasm": str(cwasm), "epoch": True, "flavor": "tract", "runs": 5, "outputs": 1,
+                                "onnx": str(tmp_path / "model.onnx"), "inputs": []}, out_dir)

@@ -6,14 +6,22 @@ its peak RSS is its own:
 - `wasm`: the artifact under wasmtime-py, one thread, precompiled (Cranelift
   compile and instantiation are reported separately, not timed as inference);
   per-inference times come from inside the module (`--repeat`);
+- `tract_wasm`: the peer, tract's ONNX runtime built for wasm32-wasip1 with
+  simd128 (wasmforge/peers.py), under the same engine configuration, timed
+  inside its module too;
+- `wasm_noepoch` / `tract_wasm_noepoch`: both again with wasmtime's epoch
+  interruption off (the runner needs it for its deadline; its cost differs
+  between the two kinds of code, so both settings are shown);
 - `ort_1t` / `ort_all`: onnxruntime's CPU provider with 1 intra-op thread and
   with every usable core;
 - `tvm_native`: the same Relax lowering and plan as the wasm build, kernels
   compiled for the host CPU (scripts/native_plan.py); skipped with a note when
   TVM is not importable.
 
-Every engine gets one warm-up run and then `runs` timed runs on
-`reference.seeded_inputs(manifest inputs, seed=0)`. Every engine's output is
+The engines take turns in `rounds` rounds; in each, every engine gets one
+warm-up run and its share of the `runs` timed runs on
+`reference.seeded_inputs(manifest inputs, seed=0)`; the statistics are over
+all its timed runs. Every engine's output is
 compared with onnxruntime (1 thread); a disagreement is reported loudly and
 makes the command fail after the report is written.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,14 +65,29 @@ from .registry import get_model
 from .run import artifact_dir
 
 DEFAULT_RUNS = 10
+DEFAULT_ROUNDS = 3
 SEED = 0
-ENGINES = ("wasm", "ort_1t", "ort_all", "tvm_native")
+# The order of one round: the engines take turns, so a noisy stretch of the
+# machine is spread over all of them instead of landing on one.
+ENGINES = ("wasm", "tract_wasm", "ort_1t", "ort_all", "tvm_native", "wasm_noepoch", "tract_wasm_noepoch")
 LABELS = {
     "wasm": "wasm",
+    "wasm_noepoch": "wasm, no epoch",
+    "tract_wasm": "tract wasm",
+    "tract_wasm_noepoch": "tract wasm, no epoch",
     "ort_1t": "ORT 1 thread",
     "ort_all": "ORT all cores",
     "tvm_native": "TVM native",
 }
+# The wasm engines: which module, and whether wasmtime's epoch interruption
+# (the runner's deadline) is on. Everything else is runner.new_engine's config.
+WASM_ENGINES = {
+    "wasm": ("wasmforge", True),
+    "wasm_noepoch": ("wasmforge", False),
+    "tract_wasm": ("tract", True),
+    "tract_wasm_noepoch": ("tract", False),
+}
+TRACT_VERSION = "tract-onnx 0.22.5"
 # Fields every engine entry has (None where they do not apply or the engine did not run).
 ENGINE_FIELDS = ("available", "note", "threads", "min_ms", "median_ms", "max_ms", "times_ms", "warmup_ms",
                  "load_ms", "peak_rss_bytes", "baseline_rss_bytes", "max_abs_diff", "agrees", "version", "error")
@@ -146,7 +170,7 @@ def resolve_onnx(manifest: artifact.Manifest, model: str, onnx: str | None) -> P
 
 
 def run_step(step: str, key: str, request: dict, work: Path, progress: Progress, task, label: str,
-             runs_total: int | None) -> Step:
+             runs_total: int | None, runs_before: int = 0) -> Step:
     """Run one worker step in `work/key`, feeding its events into `task`; never raises for a failed step."""
     out_dir = work / key
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +192,7 @@ def run_step(step: str, key: str, request: dict, work: Path, progress: Progress,
                 if event.get("kind") == "phase":
                     progress.update(task, description=f"{label}: {event['text']}")
                 elif event.get("kind") == "run" and runs_total:
-                    progress.update(task, completed=min(event["done"], runs_total))
+                    progress.update(task, completed=min(runs_before + event["done"], runs_total))
             code = worker.wait()
         except BaseException:
             worker.kill()
@@ -185,6 +209,41 @@ def run_step(step: str, key: str, request: dict, work: Path, progress: Progress,
         return Step(result, [], error=result.get("error", f"{step} worker exited with {code}"))
     outputs = sorted(out_dir.glob("output*.npy"), key=lambda p: int(p.stem[len("output"):]))
     return Step(result, [np.load(p, allow_pickle=False) for p in outputs])
+
+
+def round_sizes(runs: int, rounds: int) -> list[int]:
+    """`runs` timed runs spread over `rounds` rounds as evenly as possible (no empty round)."""
+    rounds = min(rounds, runs)
+    return [runs // rounds + (1 if index < runs % rounds else 0) for index in range(rounds)]
+
+
+def merge_rounds(steps: list[Step]) -> Step:
+    """One engine's rounds as one result: every timed run, the first round's warm-up,
+    the median load time and the highest peak RSS; the first failure wins."""
+    for step in steps:
+        if step.error or step.skipped:
+            return step
+    first = steps[0].result
+    times = [t for step in steps for t in step.result["times_ms"]]
+    loads = [step.result["load_ms"] for step in steps if step.result.get("load_ms") is not None]
+    peaks = [step.result["peak_rss_bytes"] for step in steps if step.result.get("peak_rss_bytes") is not None]
+    result = {**first, **bench_summary(times), "rounds": len(steps),
+              "load_ms": statistics.median(loads) if loads else None,
+              "peak_rss_bytes": max(peaks) if peaks else None}
+    return Step(result, steps[-1].outputs)
+
+
+def bench_summary(times_ms: list[float]) -> dict:
+    return {"min_ms": min(times_ms), "median_ms": statistics.median(times_ms), "max_ms": max(times_ms),
+            "times_ms": [round(t, 4) for t in times_ms]}
+
+
+def engine_flags(engine: str) -> dict | None:
+    """What wasmtime was asked for (runner.new_engine), for a wasm engine."""
+    if engine not in WASM_ENGINES:
+        return None
+    return {"engine": "wasmtime", "cranelift_opt_level": "speed", "relaxed_simd": True,
+            "epoch_interruption": WASM_ENGINES[engine][1]}
 
 
 def empty_engine(note: str | None = None) -> dict:
@@ -228,13 +287,22 @@ def ratio(a: dict, b: dict) -> float | None:
 
 
 def ratios(report: dict) -> dict:
-    wasm, ort_1t, ort_all, native = (report[e] for e in ENGINES)
+    wasm, ort_1t, ort_all, native = (report[e] for e in ("wasm", "ort_1t", "ort_all", "tvm_native"))
+    empty = empty_engine()
+    tract, tract_off, wasm_off = (report.get(e, empty) for e in ("tract_wasm", "tract_wasm_noepoch", "wasm_noepoch"))
     return {
         "wasm_vs_ort_1t": ratio(wasm, ort_1t),
         "wasm_vs_ort_all": ratio(wasm, ort_all),
         "wasm_vs_tvm_native": ratio(wasm, native),
         "tvm_native_vs_ort_1t": ratio(native, ort_1t),
         "ort_1t_vs_ort_all": ratio(ort_1t, ort_all),
+        # > 1: tract is slower; same engine configuration on both sides
+        "tract_wasm_vs_wasm": ratio(tract, wasm),
+        "tract_wasm_vs_wasm_noepoch": ratio(tract_off, wasm_off),
+        "tract_wasm_vs_ort_1t": ratio(tract, ort_1t),
+        # what the epoch deadline costs each kind of code (> 1: slower with it)
+        "epoch_cost_wasm": ratio(wasm, wasm_off),
+        "epoch_cost_tract_wasm": ratio(tract, tract_off),
     }
 
 
@@ -242,7 +310,7 @@ def problems(report: dict) -> list[str]:
     """Why the numbers cannot be trusted: disagreeing outputs or failed engines (not skips)."""
     found = []
     for engine in ENGINES:
-        entry = report[engine]
+        entry = report.get(engine, empty_engine())
         if entry.get("error"):
             found.append(f"{LABELS[engine]} failed: {entry['error']}")
         elif entry["available"] and entry["agrees"] is False:
@@ -256,10 +324,13 @@ def problems(report: dict) -> list[str]:
 
 
 def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, onnx: str | None = None, *,
-          dist: Path = DIST, console: Console | None = None, out: Console | None = None) -> dict:
+          rounds: int = DEFAULT_ROUNDS, tract: bool = True, dist: Path = DIST, console: Console | None = None,
+          out: Console | None = None) -> dict:
     """Measure every engine and report; returns the report (also written to `json_path`)."""
     if runs < 1:
         raise UserError(f"--runs must be at least 1, got {runs}")
+    if rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
     console = console or Console(stderr=True)  # progress and notes
     out = out or (console if json_path == "-" else Console())  # the table
     directory = artifact_dir(model, dist)
@@ -270,10 +341,12 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
     params_path = directory / params_name if params_name else None
     inputs = reference.seeded_inputs(manifest.inputs, seed=SEED)
     cores = usable_cores()
+    sizes = round_sizes(runs, rounds)
 
     report: dict = {
         "model": model,
         "runs": runs,
+        "rounds": len(sizes),
         "seed": SEED,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "onnx": {**manifest.source.to_dict(), "file": onnx_path.name},
@@ -282,6 +355,11 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
     }
     notes = report["notes"]
     notes.extend(_reference_input_notes(directory, inputs))
+    if params_path is not None:
+        notes.append("wasm, no epoch: skipped for an --external-params module")
+    tract_wasm, tract_note = _tract_peer(tract, console)
+    if tract_note:
+        notes.append(tract_note)
     started = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="wasmforge-bench-") as tmp:
@@ -291,47 +369,65 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
             path = work / f"input{index}.npy"
             np.save(path, array, allow_pickle=False)
             input_paths.append(str(path))
-        common = {"inputs": input_paths, "runs": runs, "onnx": str(onnx_path), "name": model,
-                  "graph_inputs": [t.to_dict() for t in manifest.inputs]}
+        common = {"inputs": input_paths, "onnx": str(onnx_path), "name": model,
+                  "graph_inputs": [t.to_dict() for t in manifest.inputs], "outputs": len(manifest.outputs)}
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
-            def step(name: str, key: str, label: str, extra: dict, total: int | None = runs + 1) -> Step:
-                task = progress.add_task(label, total=total)
-                result = run_step(name, key, {**common, **extra}, work, progress, task, label, total)
-                done = ("skipped" if result.skipped else "FAILED" if result.error else
-                        f"median {_ms(result.result['median_ms'])} ms" if "median_ms" in result.result else "done")
-                progress.update(task, description=f"{label}: {done}", completed=total or 1, total=total or 1)
+            def prepare(name: str, key: str, label: str, extra: dict) -> Step:
+                task = progress.add_task(label, total=None)
+                result = run_step(name, key, {**common, "runs": runs, **extra}, work, progress, task, label, None)
+                done = "skipped" if result.skipped else "FAILED" if result.error else "done"
+                progress.update(task, description=f"{label}: {done}", completed=1, total=1)
                 return result
 
-            compiled = step("wasm-compile", "wasm-compile", "wasm: precompile", {"wasm": str(wasm_path)}, total=None)
-            native_build = step("tvm-compile", "tvm-compile", "TVM native: compile",
-                                {"artifact_plan": str(directory / "plan.json")}, total=None)
-            ort_1t = step("ort", "ort_1t", "onnxruntime 1 thread", {"threads": 1})
-            ort_all = step("ort", "ort_all", f"onnxruntime {cores} threads", {"threads": cores})
-            if compiled.error:
-                wasm = compiled
-            else:
-                wasm = step("wasm", "wasm", "wasm (wasmtime)", {"cwasm": compiled.result["cwasm"],
-                                                                 "params": params_path and str(params_path)})
-            if native_build.error or native_build.skipped:
-                native = native_build
-            else:
-                native = step("tvm-native", "tvm_native", "TVM native", {
-                    k: native_build.result[k] for k in ("library", "plan", "params")})
+            compiled = {}
+            for engine, (flavor, epoch) in WASM_ENGINES.items():
+                module = str(wasm_path) if flavor == "wasmforge" else tract_wasm
+                if module is None or (engine == "wasm_noepoch" and params_path is not None):
+                    continue
+                compiled[engine] = prepare("wasm-compile", f"{engine}-compile", f"{LABELS[engine]}: precompile",
+                                           {"wasm": module, "epoch": epoch})
+            native_build = prepare("tvm-compile", "tvm-compile", "TVM native: compile",
+                                   {"artifact_plan": str(directory / "plan.json")})
 
-    report["wasm"] = engine_entry(wasm, {
-        "wasm_bytes": wasm_path.stat().st_size,
-        "compile_ms": compiled.result.get("compile_ms"),
-        "instantiate_ms": None,
-        "linear_memory_bytes": None,
-    })
-    report["ort_1t"] = engine_entry(ort_1t)
-    report["ort_all"] = engine_entry(ort_all)
-    report["tvm_native"] = engine_entry(native, {
-        "compile_s": native_build.result.get("compile_s"),
-        "target": native_build.result.get("target"),
-    })
+            requests = _engine_requests(compiled, native_build, params_path, cores)
+            tasks = {engine: progress.add_task(label, total=runs + len(sizes))
+                     for engine, (label, _, _) in requests.items()}
+            measured: dict[str, list[Step]] = {engine: [] for engine in requests}
+            for number, size in enumerate(sizes):
+                for engine, (label, step_name, extra) in requests.items():
+                    before = sum(sizes[:number]) + number
+                    result = run_step(step_name, f"{engine}-{number}", {**common, "runs": size, **extra}, work,
+                                      progress, tasks[engine], label, runs + len(sizes), before)
+                    measured[engine].append(result)
+                    if result.error or result.skipped:
+                        progress.update(tasks[engine], description=f"{label}: FAILED")
+            for engine, task in tasks.items():
+                merged = merge_rounds(measured[engine])
+                done = ("skipped" if merged.skipped else "FAILED" if merged.error else
+                        f"median {_ms(merged.result['median_ms'])} ms")
+                progress.update(task, description=f"{requests[engine][0]}: {done}", completed=runs + len(sizes))
+            steps = {engine: merge_rounds(found) for engine, found in measured.items()}
+            for engine, step in compiled.items():  # a failed precompile is the engine's failure
+                if step.error:
+                    steps[engine] = step
+            if native_build.error or native_build.skipped:
+                steps["tvm_native"] = native_build
+
+    for engine in ENGINES:
+        step = steps.get(engine)
+        entry = engine_entry(step) if step is not None else empty_engine(_absent_note(engine, tract_note))
+        entry["engine_flags"] = engine_flags(engine)
+        report[engine] = entry
+    report["wasm"].update(wasm_bytes=wasm_path.stat().st_size,
+                          compile_ms=compiled["wasm"].result.get("compile_ms"))
+    for engine in ("tract_wasm", "tract_wasm_noepoch"):
+        if report[engine]["available"]:
+            report[engine]["version"] = f"{TRACT_VERSION} (wasm32-wasip1, simd128) on wasmtime {report[engine]['version']}"
+            report[engine]["compile_ms"] = compiled[engine].result.get("compile_ms")
+    report["tvm_native"].update(compile_s=native_build.result.get("compile_s"),
+                                target=native_build.result.get("target"))
     if native_build.skipped:
         notes.append(f"TVM native skipped: {native_build.skipped}")
     elif not native_build.error:
@@ -342,6 +438,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
 
     # onnxruntime, 1 thread, is the reference for everyone; it is itself checked
     # against the outputs recorded at build time.
+    ort_1t = steps["ort_1t"]
     expected, rule = ort_1t.outputs, manifest.reference
     if report["ort_1t"]["available"]:
         recorded = reference.load_case(directory, 0)[1]
@@ -349,8 +446,9 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
             check_outputs(report["ort_1t"], expected, recorded, rule)
         else:
             report["ort_1t"].update(max_abs_diff=0.0, agrees=True)
-        for engine, result in (("wasm", wasm), ("ort_all", ort_all), ("tvm_native", native)):
-            check_outputs(report[engine], result.outputs, expected, rule)
+        for engine, step in steps.items():
+            if engine != "ort_1t":
+                check_outputs(report[engine], step.outputs, expected, rule)
     report["ratios"] = ratios(report)
     report["ok"] = not problems(report)
     report["bench_seconds"] = time.monotonic() - started
@@ -366,6 +464,51 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
                             title="BENCH FAILED", style="bold red"))
         raise UserError(f"bench of {model}: {found[0]}", 1)
     return report
+
+
+def _tract_peer(wanted: bool, console: Console) -> tuple[str | None, str | None]:
+    """The tract peer's .wasm (built once per machine), or why it is not measured."""
+    if not wanted:
+        return None, "tract wasm: not measured (--no-tract)"
+    from . import peers
+    from .images import docker_client
+
+    try:
+        return str(peers.ensure_tract_wasm(docker_client(), console)), None
+    except UserError as exc:
+        return None, f"tract wasm: not measured: {exc}"
+
+
+def _absent_note(engine: str, tract_note: str | None) -> str:
+    if engine.startswith("tract_wasm"):
+        return tract_note or "not measured"
+    return "not measured"
+
+
+def _engine_requests(compiled: dict[str, Step], native_build: Step, params_path: Path | None,
+                     cores: int) -> dict[str, tuple[str, str, dict]]:
+    """{engine: (progress label, worker step, request fields)} for every engine that can run, in round order."""
+    requests: dict[str, tuple[str, str, dict]] = {}
+    for engine in ENGINES:
+        if engine in WASM_ENGINES:
+            step = compiled.get(engine)
+            if step is None or step.error:
+                continue
+            flavor, epoch = WASM_ENGINES[engine]
+            if engine == "wasm":
+                extra = {"cwasm": step.result["cwasm"], "params": params_path and str(params_path)}
+                requests[engine] = (LABELS[engine] + " (wasmtime)", "wasm", extra)
+            else:
+                requests[engine] = (LABELS[engine], "wasi", {"cwasm": step.result["cwasm"], "flavor": flavor,
+                                                             "epoch": epoch})
+        elif engine in ("ort_1t", "ort_all"):
+            threads = 1 if engine == "ort_1t" else cores
+            requests[engine] = (f"onnxruntime {threads} thread{'s' if threads > 1 else ''}", "ort",
+                                {"threads": threads})
+        elif engine == "tvm_native" and not (native_build.error or native_build.skipped):
+            requests[engine] = (LABELS[engine], "tvm-native",
+                                {k: native_build.result[k] for k in ("library", "plan", "params")})
+    return requests
 
 
 def write_json(path: Path, report: dict) -> None:
@@ -429,15 +572,17 @@ def _engine_label(engine: str, entry: dict) -> str:
 
 def render(report: dict, out: Console) -> None:
     host, versions = report["host"], report["host"]["versions"]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{report['model']}: {report['runs']} timed runs per engine after 1 warm-up, "
-                        f"same input (seed {report['seed']})",
+    rounds = report.get("rounds", 1)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False,
+                  title=f"{report['model']}: {report['runs']} timed runs per engine in {rounds} alternating "
+                        f"round{'s' if rounds > 1 else ''} (1 warm-up each), same input (seed {report['seed']})",
                   caption=f"{host['cpu_model']}, {host['usable_cores']}/{host['cores']} cores; wasmtime "
                           f"{versions['wasmtime']}, onnxruntime {versions['onnxruntime']}, TVM {versions['tvm']}")
     for header in ("engine", "min ms", "median ms", "/ORT-1T", "load ms", "RSS MiB", "max diff"):
         table.add_column(header, justify="left" if header == "engine" else "right", no_wrap=True)
     base = report["ort_1t"]
     for engine in ENGINES:
-        entry = report[engine]
+        entry = report.get(engine, empty_engine())
         name = _engine_label(engine, entry)
         if not entry["available"]:
             text = "[bold red]FAILED[/bold red]" if entry.get("error") else "[dim]skipped[/dim]"
@@ -463,7 +608,14 @@ def render(report: dict, out: Console) -> None:
     out.print(f"[bold]wasm / ORT-1T {_times(ratios_['wasm_vs_ort_1t'])}[/bold], wasm / TVM native "
               f"{_times(ratios_['wasm_vs_tvm_native'])}, wasm / ORT all cores {_times(ratios_['wasm_vs_ort_all'])}, "
               f"TVM native / ORT-1T {_times(ratios_['tvm_native_vs_ort_1t'])}")
-    out.print("[dim]wasm: wasmtime, 1 thread, precompiled, timed inside the module; the others are timed "
+    if ratios_.get("tract_wasm_vs_wasm") is not None or ratios_.get("tract_wasm_vs_wasm_noepoch") is not None:
+        out.print(f"[bold]tract wasm / wasm {_times(ratios_['tract_wasm_vs_wasm'])}[/bold] (epoch interruption "
+                  f"on for both; off for both: {_times(ratios_['tract_wasm_vs_wasm_noepoch'])}); epoch "
+                  f"interruption costs wasm {_times(ratios_['epoch_cost_wasm'])}, tract wasm "
+                  f"{_times(ratios_['epoch_cost_tract_wasm'])}")
+    out.print("[dim]wasm engines: wasmtime (Cranelift opt speed, relaxed SIMD on; epoch interruption on unless "
+              "'no epoch'), 1 thread, precompiled, timed inside the module; tract wasm loads the ONNX inside its "
+              "module (load = its model optimisation). The others are timed "
               "around the call in Python. TVM native: the same plan, kernels compiled for the host CPU, 1 thread. "
               "load: instantiate / session creation / library + plan setup. RSS: peak of the engine's own "
               "process. max abs diff: against ORT 1 thread, itself checked against the build's recorded "

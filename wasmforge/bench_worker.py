@@ -13,6 +13,8 @@ Steps:
   ort           onnxruntime CPU session with `threads` intra-op threads
   wasm-compile  compile the .wasm with wasmtime and serialize it (`.cwasm`)
   wasm          deserialize the precompiled module and run it (`--repeat`)
+  wasi          a precompiled WASI command without the runner: this project's
+                module with epoch interruption off, or the tract peer
   tvm-compile   ONNX -> Relax (as for the wasm build) -> kernels for the host
                 CPU, exported as a shared library with the plan and params
   tvm-native    load that library and run the plan with compiler/native_plan.py
@@ -29,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -162,7 +165,7 @@ def step_wasm_compile(request: dict, out_dir: Path) -> dict:
 
     from wasmforge.runner import new_engine
 
-    engine = new_engine()
+    engine = new_engine(epoch_interruption=request.get("epoch", True))
     emit(kind="phase", text="compiling with Cranelift")
     started = time.perf_counter()
     try:
@@ -256,6 +259,108 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
     }
 
 
+def run_wasi(request: dict, args: list[str], io_dir: Path) -> tuple[str, str]:
+    """One `_start` of a precompiled WASI command with `io_dir` as /io; (stdout, stderr).
+
+    The engine is the runner's, with or without epoch interruption as the
+    request says; with it, a timer ends the run after the time limit as in the
+    runner, so both settings pay what they would pay in use."""
+    import threading
+
+    import wasmtime
+
+    from wasmforge.runner import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, new_engine
+
+    epoch = request["epoch"]
+    engine = new_engine(epoch_interruption=epoch)
+    module = wasmtime.Module.deserialize_file(engine, request["cwasm"])
+    store = wasmtime.Store(engine)
+    store.set_limits(memory_size=DEFAULT_MEMORY_LIMIT)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = ["module.wasm", *args]
+    wasi.preopen_dir(str(io_dir), "/io")
+    wasi.stdout_file = str(io_dir / ".stdout")
+    wasi.stderr_file = str(io_dir / ".stderr")
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    timer = None
+    if epoch:
+        store.set_epoch_deadline(1)
+        timer = threading.Timer(DEFAULT_TIME_LIMIT * (request["runs"] + 1), engine.increment_epoch)
+        timer.daemon = True
+        timer.start()
+    code = 0
+    try:
+        linker.instantiate(store, module).exports(store)["_start"](store)
+    except wasmtime.ExitTrap as exc:
+        code = exc.code
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise StepError(f"the module trapped: {lines[-1] if lines else type(exc).__name__}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+    stdout = (io_dir / ".stdout").read_text(errors="replace")
+    stderr = (io_dir / ".stderr").read_text(errors="replace")
+    if code != 0:
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        raise StepError(f"the module exited with {code}: {lines[-1] if lines else 'no message'}")
+    return stdout, stderr
+
+
+def _timings_line(text: str, key: str) -> dict:
+    for line in reversed(text.splitlines()):
+        if line.startswith("{") and key in line:
+            return json.loads(line)
+    raise StepError(f"the module printed no timings ({key})")
+
+
+def step_wasi(request: dict, out_dir: Path) -> dict:
+    """A wasm engine without the runner: this project's module (`flavor` wasmforge,
+    timed by its `--repeat`) or the tract peer (`flavor` tract, which loads the
+    ONNX file inside wasm and prints its own timings). Warm-up and timed runs all
+    happen inside one instance, as for the `wasm` step."""
+    inputs = load_inputs(request["inputs"])
+    runs, outputs = request["runs"], request["outputs"]
+    baseline = peak_rss_bytes()
+    with tempfile.TemporaryDirectory(prefix="wasmforge-bench-") as tmp:
+        io_dir = Path(tmp)
+        args = []
+        if request["flavor"] == "tract":
+            _place(Path(request["onnx"]), io_dir / "model.onnx")
+            args += ["--model", "/io/model.onnx", "--runs", str(runs)]
+        else:
+            args += ["--repeat", str(runs + 1)]
+        for index, array in enumerate(inputs):
+            np.save(io_dir / f"input{index}.npy", array, allow_pickle=False)
+            args += ["--input", f"/io/input{index}.npy"]
+        args += [a for i in range(outputs) for a in ("--output", f"/io/output{i}.npy")]
+        emit(kind="phase", text=f"{runs + 1} inferences inside one instance (first is warm-up)")
+        stdout, stderr = run_wasi(request, args, io_dir)
+        emit(kind="run", done=runs + 1)
+        peak = peak_rss_bytes()
+        save_outputs(out_dir, [np.load(io_dir / f"output{i}.npy", allow_pickle=False) for i in range(outputs)])
+    if request["flavor"] == "tract":
+        timings = _timings_line(stdout, "times_ms")
+        warmup, times, load = timings["warmup_ms"], timings["times_ms"], timings["load_ms"]
+    else:
+        run_ms = _timings_line(stderr, "run_ms")["run_ms"]
+        warmup, times, load = run_ms[0], run_ms[1:], None
+    if len(times) != runs:
+        raise StepError(f"the module reported {len(times)} timings for {runs} runs")
+    return {**summary(times), "warmup_ms": warmup, "load_ms": load, "threads": 1,
+            "baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "version": _wasmtime_version()}
+
+
+def _place(source: Path, target: Path) -> None:
+    """The ONNX file inside the module's /io: a hard link where possible (it may be large)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 # --- TVM, natively ------------------------------------------------------------
 
 
@@ -343,6 +448,7 @@ STEPS = {
     "ort": step_ort,
     "wasm-compile": step_wasm_compile,
     "wasm": step_wasm,
+    "wasi": step_wasi,
     "tvm-compile": step_tvm_compile,
     "tvm-native": step_tvm_native,
 }

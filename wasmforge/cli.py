@@ -140,13 +140,15 @@ def smoke(c, model, build=False):
 
 @task(help={"model": "artifact name under dist/", "runs": "timed runs per engine, after one warm-up (default 10)",
             "json": "also write the results as JSON to PATH ('-' for stdout)",
-            "onnx": "the ONNX file, for artifacts built with --onnx instead of --model"})
+            "onnx": "the ONNX file, for artifacts built with --onnx instead of --model",
+            "rounds": "alternate the engines in this many rounds, the runs split over them (default 3)",
+            "tract": "also measure the tract wasm peer (built once per machine, ~20 min; default on)"})
 @user_errors
-def bench(c, model, runs=10, json=None, onnx=None):
-    """Time dist/<model>/ under wasmtime against onnxruntime (1 thread, all cores) and native TVM."""
+def bench(c, model, runs=10, json=None, onnx=None, rounds=3, tract=True):
+    """Time dist/<model>/ under wasmtime against tract (wasm), onnxruntime (1 thread, all cores) and native TVM."""
     from .bench import bench as run_bench
 
-    run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+    run_bench(model, runs=int(runs), json_path=json, onnx=onnx, rounds=int(rounds), tract=tract)
 
 
 @task(

@@ -47,11 +47,12 @@ class RunResult:
     wall_s: float  # instantiate + I/O + inference, as seen from the host
 
 
-def new_engine() -> wasmtime.Engine:
+def new_engine(epoch_interruption: bool = True) -> wasmtime.Engine:
     """The one engine configuration for running wasmforge modules (precompiled
-    modules only load into an engine configured the same way)."""
+    modules only load into an engine configured the same way). The bench also
+    measures with `epoch_interruption=False`, to show what the deadline costs."""
     config = wasmtime.Config()
-    config.epoch_interruption = True  # lets a timer stop a runaway module
+    config.epoch_interruption = epoch_interruption  # lets a timer stop a runaway module
     config.cranelift_opt_level = "speed"
     # The kernels use f32x4.relaxed_madd (FMA); wasmtime enables relaxed SIMD by
     # default, said explicitly so a changed default cannot break the modules.
