@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from tests.manifests import seal
-from wasmforge import artifact, attest, images
+from wasmforge import artifact, attest, checkout, images
 from wasmforge.paths import ROOT
 
 STARTED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -126,7 +127,10 @@ def test_sbom_validates_and_lists_the_build_inputs(tmp_path):
 def test_statement_binds_every_file_to_commit_images_and_command(tmp_path):
     final = make_artifact(tmp_path / "dist" / "m")
     out = attest_(final)
-    statement = json.loads((out / attest.PROVENANCE_NAME).read_text())
+    envelope = json.loads((out / attest.PROVENANCE_NAME).read_text())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    assert envelope["signatures"] == []  # no key given: unsigned
+    statement = json.loads(base64.b64decode(envelope["payload"]))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert attest.read_subjects(out) == artifact.read_sums(final)
@@ -135,9 +139,9 @@ def test_statement_binds_every_file_to_commit_images_and_command(tmp_path):
     assert definition["externalParameters"]["command"] == COMMAND
     assert definition["externalParameters"]["source"] == {"registry": "m", "sha256": "d" * 64}
     deps = {d["name"]: d for d in definition["resolvedDependencies"]}
-    commit, dirty, _ = attest.git_state(ROOT)
-    assert deps["source"]["digest"] == {"gitCommit": commit}
-    assert deps["source"]["annotations"]["dirty"] is dirty
+    source = checkout.state(ROOT)
+    assert deps["source"]["digest"] == {"gitCommit": source.commit, "gitTree": source.tree}
+    assert deps["source"]["annotations"]["dirty"] is source.dirty
     assert deps["m"]["digest"] == {"sha256": "d" * 64}
     assert deps["wasmforge/builder:test"]["digest"] == {"sha256": "a" * 64}
     assert deps["wasmforge/base:trixie-test"]["digest"] == {"sha256": "b" * 64}

@@ -476,11 +476,15 @@ def load_manifest(directory: Path) -> Manifest:
 
 
 def verify_artifact(directory: Path) -> Manifest:
-    """Hashes first, then the manifest's own file list; returns the manifest."""
+    """Hashes first, then the manifest's own file list, then (when
+    `<directory>.attestations/` exists) the provenance's subjects; returns the manifest."""
     verify_sums(directory)
     manifest = load_manifest(directory)
     for name, entry in manifest.files.items():
         path = directory / name
         if not path.is_file() or sha256_file(path) != entry.sha256:
             raise ArtifactError(f"{name} does not match its sha256 in {MANIFEST_NAME}")
+    from .provenance import check_artifact  # imports artifact: not at the top
+
+    check_artifact(directory)
     return manifest

@@ -63,21 +63,39 @@ def image(c, rebuild=False, no_cache=False):
         "freeze": "bake an input into the graph: NAME=NUMBER or NAME=FILE.npy (repeatable)",
         "external_params": "keep the weights out of the .wasm: <name>.params.bin beside it "
                            "(in SHA256SUMS); the module then needs --params PATH",
+        "signing_key": "Ed25519 private key (PEM) to sign the provenance with "
+                       "(default: $WASMFORGE_SIGNING_KEY; see `invoke keygen`)",
     },
     iterable=["model", "onnx", "input_shape", "freeze"],
 )
 @user_errors
 def build(c, model=None, onnx=None, onnx_dir=None, name=None, input_shape=None, freeze=None,
-          external_params=False):
+          external_params=False, signing_key=None):
     """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS.
 
     Several models (--model A --model B, --onnx-dir DIR) build in one builder
     container, the Rust runtime compiled once."""
     _check_build_arguments(model or (), onnx or (), name, input_shape or (), freeze or ())
+    key = _signing_key(signing_key, "provenance of this build will be unsigned")
     from .build import build_batch  # numpy, onnx, onnxruntime, docker, wasmtime: only now
+    from .signing import using
 
-    build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
-                input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params)
+    with using(key):
+        build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
+                    input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params)
+
+
+def _signing_key(option, unsigned_note):
+    """The private key of --signing-key or $WASMFORGE_SIGNING_KEY (loaded, so a bad key
+    fails before any work), or None after a one-line warning."""
+    from .signing import KEY_ENV, load_private_key, signing_key_source
+
+    source = signing_key_source(option)
+    if source is None:
+        print(f"warning: no --signing-key or ${KEY_ENV}: the {unsigned_note} "
+              "(`invoke keygen` makes a key pair)", file=sys.stderr)
+        return None
+    return load_private_key(source)
 
 
 def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> None:
@@ -116,16 +134,65 @@ def run(c, model, input=None, output=None, time_limit=None, memory_limit=None):
 
 @task(help={"model": "artifact name under dist/",
             "rebuild": "also rebuild into a temporary directory and compare every byte",
-            "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx"})
+            "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx",
+            "provenance": "also check dist/<model>.attestations/: subjects vs every file, source commit, "
+                          "and the signature with --public-key",
+            "public_key": "Ed25519 public key (PEM) the provenance must be signed with (implies --provenance)"})
 @user_errors
-def verify(c, model, rebuild=False, onnx=None):
-    """Check dist/<model>/ against SHA256SUMS and its manifest; --rebuild checks reproducibility."""
-    from .verify import rebuild_and_compare, verify_hashes
+def verify(c, model, rebuild=False, onnx=None, provenance=False, public_key=None):
+    """Check dist/<model>/ against SHA256SUMS and its manifest; --provenance checks the
+    signed provenance; --rebuild checks reproducibility."""
+    from .verify import rebuild_and_compare, verify_hashes, verify_provenance
 
     checked = verify_hashes(model)
     print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
+    if provenance or public_key:
+        for line in verify_provenance(model, public_key=public_key):
+            print(line)
     if rebuild:
         rebuild_and_compare(model, onnx=onnx)
+
+
+@task(help={"out": "where to write the private key (default ~/.config/wasmforge/signing-key.pem); "
+                   "the public key goes to OUT.pub"})
+@user_errors
+def keygen(c, out=None):
+    """Make an Ed25519 key pair for signing provenance (`invoke build --signing-key`)."""
+    from .signing import KEY_ENV, generate_keypair
+
+    if out is None:
+        path = Path.home() / ".config" / "wasmforge" / "signing-key.pem"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    else:
+        path = Path(out)
+    public, keyid = generate_keypair(path)
+    print(f"private key: {path} (mode 0600; keep it out of the checkout, dist/ and images; "
+          f"or put its PEM text in ${KEY_ENV})")
+    print(f"public key:  {public} (keyid {keyid}): give it to `invoke verify --public-key`")
+
+
+@task(help={"model": "artifact name under dist/ (repeatable)",
+            "signing_key": "Ed25519 private key (PEM); default $WASMFORGE_SIGNING_KEY"},
+      iterable=["model"])
+@user_errors
+def sign(c, model=None, signing_key=None):
+    """Sign the provenance of built artifacts (checked against their files first)."""
+    from .errors import UserError
+    from .paths import DIST
+    from .provenance import sign as sign_provenance
+    from .run import artifact_dir
+    from .signing import KEY_ENV, load_private_key, signing_key_source
+
+    if not model:
+        raise UserError("give at least one --model NAME")
+    directories = [artifact_dir(m, DIST) for m in model]
+    source = signing_key_source(signing_key)
+    if source is None:
+        raise UserError(f"no key: pass --signing-key PATH or set ${KEY_ENV}")
+    key = load_private_key(source)
+    for directory in directories:
+        keyid = sign_provenance(directory, key)
+        print(f"signed: {directory.name}.attestations/ (keyid {keyid[:16]}...)")
 
 
 @task(help={"model": "artifact name under dist/ (built from the registry if missing)",
@@ -225,7 +292,8 @@ def models(c):
         print(f"{spec.name:16} {spec.description}")
 
 
-namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance)
+namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance,
+                       keygen, sign)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 
 
