@@ -144,11 +144,12 @@ def verify(c, model, rebuild=False, onnx=None, provenance=False, public_key=None
     signed provenance; --rebuild checks reproducibility."""
     from .verify import rebuild_and_compare, verify_hashes, verify_provenance
 
+    # With --provenance the signature is checked before anything parses the statement.
+    lines = verify_provenance(model, public_key=public_key) if provenance or public_key else []
     checked = verify_hashes(model)
     print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
-    if provenance or public_key:
-        for line in verify_provenance(model, public_key=public_key):
-            print(line)
+    for line in lines:
+        print(line)
     if rebuild:
         rebuild_and_compare(model, onnx=onnx)
 
@@ -282,6 +283,18 @@ def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None,
                     min_pass=float(min_pass) if min_pass is not None else None)
 
 
+@task(help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",
+            "model": "the models both must have built (repeatable; default: every artifact found)"},
+      iterable=["model"])
+@user_errors
+def compare_builds(c, first, second, model=None):
+    """Release gate: two independent builds' SHA256SUMS must be identical for every model."""
+    from .release import compare_builds as compare
+
+    for name in compare(Path(first), Path(second), model or None):
+        print(f"identical: {name}")
+
+
 @task
 @user_errors
 def models(c):
@@ -293,7 +306,7 @@ def models(c):
 
 
 namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance,
-                       keygen, sign)
+                       keygen, sign, compare_builds)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 
 

@@ -90,7 +90,7 @@ def read_statement(attestations: Path) -> tuple[dict, dict | None]:
             raise ProvenanceError(f"{_show(attestations / LEGACY_NAME)} is not readable JSON") from None
         return _checked_statement(statement, LEGACY_NAME), None
     envelope = read_envelope(attestations)
-    return statement_of(envelope), envelope
+    return statement_of(envelope, _show(attestations / PROVENANCE_NAME)), envelope
 
 
 def read_subjects(attestations: Path) -> dict[str, str]:
@@ -110,7 +110,7 @@ def differences(attested: dict[str, str], sums: dict[str, str]) -> list[str]:
         elif name not in sums:
             problems.append(f"{name} is attested but missing")
         elif attested[name] != sums[name]:
-            problems.append(f"{name} has sha256 {sums[name][:12]}..., the provenance says {attested[name][:12]}...")
+            problems.append(f"{name} has sha256 {sums[name]}, the provenance says {attested[name]}")
     return problems
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import images
+from . import images, provenance
 from .container import Container, Mount, smoke_profile
 from .errors import UserError
 from .paths import DIST
@@ -78,6 +78,8 @@ def smoke(model: str, *, rebuild: bool = False, dist: Path = DIST, console: Cons
         from .build import build  # needs onnx/onnxruntime: imported only when building
 
         build(model=model, dist=dist, console=console)
+    # The container sees the artifact only; its attestations are checked here.
+    provenance.check_artifact(directory)
     image = images.ensure_smoke(client, console)
     limits = container_settings(directory)
     console.print(f"[bold]smoke[/] {model} in {min(image.tags) if image.tags else image.short_id}: no network, "

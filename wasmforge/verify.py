@@ -39,13 +39,14 @@ def verify_provenance(model: str, dist: Path = DIST, public_key: str | None = No
     where = f"{attestations.name}/{provenance.PROVENANCE_NAME}"
     if not attestations.is_dir():
         raise provenance.ProvenanceError(f"{model} has no provenance: {attestations.name}/ is missing")
-    statement, envelope = provenance.read_statement(attestations)
-    if envelope is None:
+    if not (attestations / provenance.PROVENANCE_NAME).exists() \
+            and (attestations / provenance.LEGACY_NAME).exists():
         raise provenance.ProvenanceError(f"{attestations.name}/ holds an unsigned statement of an older "
                                          f"wasmforge, not a DSSE envelope: rebuild {model}")
-    lines = []
     key = signing.load_public_key(public_key) if public_key else None
-    if key is not None:
+    envelope = provenance.read_envelope(attestations)
+    lines = []
+    if key is not None:  # DSSE: the signature first, then parse what it covers
         try:
             keyid = signing.verify_envelope(envelope, key)
         except signing.EnvelopeError as exc:
@@ -57,6 +58,7 @@ def verify_provenance(model: str, dist: Path = DIST, public_key: str | None = No
     else:
         lines.append("note: the provenance is unsigned (built without a signing key): "
                      "it is a checksum list, not evidence of who built it")
+    statement = provenance.statement_of(envelope, where)
     count = provenance.check_subjects(directory, statement, sums)
     lines.append(f"ok: the {count} attested files are exactly the files of dist/{model}/ and SHA256SUMS")
     lines.extend(_check_source(statement, root, where, checkout))
