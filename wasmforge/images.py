@@ -242,11 +242,11 @@ def labels_for(kind: str, pins: dict, base_ref: str, inputs: str, root: Path = R
     pip = lock_versions(root / spec["requirements"])
     from .checkout import state
 
-    # A canonical remote URL (userinfo stripped) or no source label: never a local path.
+    # A canonical remote URL (userinfo stripped), never a local path.
     source = state(root)
     labels = {
         "org.opencontainers.image.title": f"wasmforge-{kind}",
-        **({"org.opencontainers.image.source": source.remote} if source.remote else {}),
+        "org.opencontainers.image.source": source.remote or "unknown",
         "org.opencontainers.image.revision": source.commit or "unknown",
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.base.name": base_ref,
