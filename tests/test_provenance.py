@@ -337,3 +337,12 @@ def test_invoke_smoke_refuses_on_the_host_before_any_container(dist, monkeypatch
     rewrite_consistently(dist / "m")
     with pytest.raises(provenance.ProvenanceError, match="m does not match its provenance"):
         smoke_host.smoke("m", dist=dist)
+
+
+@pytest.mark.parametrize("predicate", [None, [], {"buildDefinition": 3}, {}])
+def test_a_statement_without_a_build_definition_is_one_error(dist, keys, predicate):
+    statement = provenance.read_statement(dist / "m.attestations")[0]
+    statement["predicate"] = predicate
+    envelope_path(dist).write_text(json.dumps(signing.make_envelope(json.dumps(statement).encode(), keys[0])))
+    with pytest.raises(provenance.ProvenanceError, match="not a SLSA provenance with a build definition"):
+        verify_provenance("m", dist, public_key=keys[1])

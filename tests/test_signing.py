@@ -153,3 +153,14 @@ def test_the_active_key_is_scoped(key):
     with signing.using(key):
         assert signing.active_key() is key
     assert signing.active_key() is None
+
+
+def test_the_key_variable_never_reaches_a_container(monkeypatch, tmp_path, key):
+    """Containers get an explicit environment, never the host's: $WASMFORGE_SIGNING_KEY
+    (which may hold the PEM text) stays in the host process."""
+    from wasmforge import smoke_host
+
+    monkeypatch.setenv(signing.KEY_ENV, _pem(key).decode())
+    settings = smoke_host.container_settings(tmp_path)
+    assert signing.KEY_ENV not in settings["environment"]
+    assert "PRIVATE KEY" not in json.dumps(settings, default=str)

@@ -68,14 +68,17 @@ def verify_provenance(model: str, dist: Path = DIST, public_key: str | None = No
 def _check_source(statement: dict, root: Path, where: str, checkout) -> list[str]:
     from .provenance import ProvenanceError
 
-    deps = statement.get("predicate", {}).get("buildDefinition", {}).get("resolvedDependencies", [])
-    source = next((d for d in deps if isinstance(d, dict) and d.get("name") == "source"), None)
-    digest = (source or {}).get("digest") or {}
-    commit, tree = digest.get("gitCommit"), digest.get("gitTree")
+    try:
+        deps = statement["predicate"]["buildDefinition"].get("resolvedDependencies", [])
+        source = next((d for d in deps if isinstance(d, dict) and d.get("name") == "source"), None) or {}
+        digest = source.get("digest") or {}
+        commit, tree = digest.get("gitCommit"), digest.get("gitTree")
+    except (KeyError, TypeError, AttributeError):
+        raise ProvenanceError(f"{where}: the statement is not a SLSA provenance with a build definition") from None
     if not commit:
         return ["note: the provenance records no source commit (built outside a git checkout)"]
     dirty = " (built with uncommitted changes: the commit does not describe them)" \
-        if (source.get("annotations") or {}).get("dirty") else ""
+        if isinstance(source.get("annotations"), dict) and source["annotations"].get("dirty") else ""
     here = checkout.state(root)
     if here.commit is None:
         return [f"note: source commit {commit[:12]} not checked: {root.name} is not a git checkout{dirty}"]
