@@ -205,3 +205,17 @@ def test_a_failed_run_removes_statements_about_older_bytes(tmp_path):
 def test_command_line_drops_the_host_path():
     assert attest.command_line(["/home/me/wasmforge/.venv/bin/invoke", "build", "--model", "x"]) == \
         ["invoke", "build", "--model", "x"]
+
+
+def test_a_source_outside_git_is_named_by_a_digest_of_its_files(tmp_path):
+    (tmp_path / "wasmforge").mkdir()
+    (tmp_path / "wasmforge" / "a.py").write_text("x = 1\n")
+    (tmp_path / "Makefile").write_text("all:\n")
+    no_git = checkout.SourceState(None, None, True, None)
+    first = attest.source_descriptor(no_git, tmp_path).pb
+    assert not first.uri and first.annotations["dirty"] is True
+    (tmp_path / "wasmforge" / "__pycache__").mkdir()
+    (tmp_path / "wasmforge" / "__pycache__" / "a.pyc").write_bytes(b"cache")  # not source
+    assert attest.source_descriptor(no_git, tmp_path).pb.digest == first.digest
+    (tmp_path / "wasmforge" / "a.py").write_text("x = 2\n")
+    assert attest.source_descriptor(no_git, tmp_path).pb.digest["sha256"] != first.digest["sha256"]

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tomllib
 import uuid
@@ -58,7 +57,6 @@ from packageurl import PackageURL
 from . import __version__, artifact, checkout, images, signing
 from .hashing import sha256_file
 from .paths import CACHE, ROOT
-
 from .provenance import PROVENANCE_NAME, attestations_dir, read_subjects  # noqa: F401 (re-exported)
 
 SBOM_NAME = "sbom.cdx.json"
