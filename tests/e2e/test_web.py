@@ -83,7 +83,7 @@ def test_page_classifies_drawn_digits_with_the_portable_build(chromium, site, tm
     # The page shows the preprocessing the module reports and the 8x8 input it made.
     assert "input = pixel / 16 as float32" in dom
     pixels = re.search(r'<pre id="pixels">([\d\s]+)</pre>', dom)[1].split()
-    assert len(pixels) == 64 and all(0 <= int(p) <= 16 for p in pixels) and max(map(int, pixels)) == 16
+    assert len(pixels) == 64 and all(0 <= int(p) <= 16 for p in pixels) and max(map(int, pixels)) >= 12
 
 
 def test_chromium_also_runs_the_relaxed_simd_build(chromium, site, tmp_path):
