@@ -40,7 +40,8 @@ def test_a_bad_argument_is_one_line_before_any_heavy_import(tmp_path):
               "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))")
     for args in (["build", "--model", "no-such-model"], ["build", "--onnx", str(tmp_path / "missing.onnx")],
                  ["build", "--model", "lenet-digits", "--name", "../x"],
-                 ["build", "--model", "lenet-digits", "--input-shape", "input=1xAx8"]):
+                 ["build", "--model", "lenet-digits", "--input-shape", "input=1xAx8"],
+                 ["build", "--model", "lenet-digits", "--features", "avx2"]):
         proc = subprocess.run([sys.executable, "-c", script, "wasmforge", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         code, modules = json.loads(proc.stdout.splitlines()[-1])
@@ -53,3 +54,11 @@ def test_unknown_task_and_option_are_refused():
     assert code == 1 and "No idea what 'no-such-task' is!" in err
     code, _, err = invoke("build", "--no-such-option")
     assert code == 1 and "--no-such-option" in err
+
+
+def test_models_show_the_preprocessing():
+    code, out, _ = invoke("models")
+    assert code == 0
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("lenet-digits "))
+    assert lines[at + 1].split()[0] == "preprocessing:" and "input = pixel / 16 as float32" in lines[at + 1]

@@ -65,24 +65,27 @@ def image(c, rebuild=False, no_cache=False):
                            "(in SHA256SUMS); the module then needs --params PATH",
         "signing_key": "Ed25519 private key (PEM) to sign the provenance with "
                        "(default: $WASMFORGE_SIGNING_KEY; see `invoke keygen`)",
+        "features": "relaxed-simd (default, fastest: wasmtime, Chromium, Node 22+) or simd128 "
+                    "(portable: also Node 20, Firefox, Safari)",
     },
     iterable=["model", "onnx", "input_shape", "freeze"],
 )
 @user_errors
 def build(c, model=None, onnx=None, onnx_dir=None, name=None, input_shape=None, freeze=None,
-          external_params=False, signing_key=None):
+          external_params=False, signing_key=None, features="relaxed-simd"):
     """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS.
 
     Several models (--model A --model B, --onnx-dir DIR) build in one builder
     container, the Rust runtime compiled once."""
-    _check_build_arguments(model or (), onnx or (), name, input_shape or (), freeze or ())
+    _check_build_arguments(model or (), onnx or (), name, input_shape or (), freeze or (), features)
     key = _signing_key(signing_key, "provenance of this build will be unsigned")
     from .build import build_batch  # numpy, onnx, onnxruntime, docker, wasmtime: only now
     from .signing import using
 
     with using(key):
         build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
-                    input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params)
+                    input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params,
+                    features=features)
 
 
 def _signing_key(option, unsigned_note):
@@ -98,10 +101,15 @@ def _signing_key(option, unsigned_note):
     return load_private_key(source)
 
 
-def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> None:
+def _check_build_arguments(models, onnx_files, name, input_shapes, freeze, features="relaxed-simd") -> None:
     """What can be refused without the heavy modules: unknown or unsafe names, missing
     files, malformed shapes and values. `build_batch` checks all of it again."""
+    from .compiler.request import FEATURES
+    from .errors import UserError
     from .freeze import parse_freeze
+
+    if features not in FEATURES:
+        raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     from .registry import check_model_name, get_model
     from .source import parse_input_shapes
 
@@ -109,8 +117,6 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> No
         get_model(model)
     for path in onnx_files:
         if not Path(path).is_file():
-            from .errors import UserError
-
             raise UserError(f"no such file: {path}")
     if name:
         check_model_name(name)
@@ -303,6 +309,7 @@ def models(c):
 
     for spec in load_registry().values():
         print(f"{spec.name:16} {spec.description}")
+        print(f"{'':16} preprocessing: {spec.preprocessing}")
 
 
 namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance,

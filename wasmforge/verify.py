@@ -117,7 +117,7 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
         raise UserError(f"{model} was built from a file; pass it again with --onnx PATH to rebuild")
     with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=dist) as tmp:
         rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
-                        external_params=manifest.params is not None,
+                        external_params=manifest.params is not None, features=manifest.feature_set,
                         dist=Path(tmp), console=console)
         different = differing_files(directory, rebuilt)
         for name in different:
