@@ -134,3 +134,15 @@ def test_invoke_run_errors_are_one_line(tmp_path, monkeypatch, x_npy):
     code, _, err = invoke("run", "--model", "m", "--input", str(x_npy), "--output", str(tmp_path / "m-out.npy"),
                           "--overwrite")
     assert code == 0, err
+
+
+def test_the_modules_own_errors_name_the_users_file(tmp_path, x_npy):
+    from tests.wasm_modules import info_json, refusing_wat
+    from wasmforge.errors import WasmRunError
+
+    message = "error: /io/input0.npy: expected float32 [1, 4], got something else\n"
+    identity_artifact(tmp_path / "dist", wat=refusing_wat(info_json("x", "y", (1, 4)), message))
+    with pytest.raises(WasmRunError, match=rf"^{x_npy}: expected float32 \[1, 4\], got something else$") as info:
+        run(tmp_path / "dist", [x_npy], [tmp_path / "o.npy"])
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "o.npy").exists()

@@ -23,6 +23,7 @@ IMPORTS = """
     (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
     (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
     (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
     (import "wasi_snapshot_preview1" "path_open"
       (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
 """
@@ -105,6 +106,25 @@ def spewer(fd: int = 1) -> str:
       (loop $again
         (drop (call $fd_write (i32.const {fd}) (i32.const 0) (i32.const 1) (i32.const 8)))
         (br $again))))"""
+
+
+def refusing_wat(info: str, message: str) -> str:
+    """Describes itself like the identity module, then refuses every run: `message` on
+    stderr, exit code 2 (as the real runtime does for a bad input file)."""
+    return f"""(module {IMPORTS}
+    (memory (export "memory") 1)
+    (data (i32.const 16) {wat_bytes(info)})
+    (data (i32.const 4096) {wat_bytes(message)})
+    (func (export "_start")
+      (drop (call $args_sizes_get (i32.const 1000) (i32.const 1004)))
+      (i32.store (i32.const 0) (i32.const 16))
+      (i32.store (i32.const 4) (i32.const {len(info.encode())}))
+      (if (i32.eq (i32.load (i32.const 1000)) (i32.const 2))
+        (then (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (return)))
+      (i32.store (i32.const 0) (i32.const 4096))
+      (i32.store (i32.const 4) (i32.const {len(message.encode())}))
+      (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (call $proc_exit (i32.const 2))))"""
 
 
 def write_module(path: Path, wat: str) -> Path:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, WasmRunError
 from .paths import DIST
 from .registry import check_model_name
 
@@ -235,7 +235,13 @@ def run_artifact(model: str, inputs: Sequence, outputs: Sequence, dist: Path | N
             raise UserError(f"{model} has {len(model_.outputs)} output(s), got {len(outputs)} --output; "
                             "give one .npy per output or one .npz")
         arrays = load_inputs(inputs, model_.inputs)
-        results = model_.run({spec.name: array for spec, array in zip(model_.inputs, arrays)})
+        try:
+            results = model_.run({spec.name: array for spec, array in zip(model_.inputs, arrays)})
+        except WasmRunError as exc:  # the module speaks of its sandbox paths: name the user's
+            message = str(exc)
+            for index, name in enumerate(inputs if len(inputs) == len(model_.inputs) else ()):
+                message = message.replace(f"/io/input{index}.npy", "stdin" if name == STDIO else name)
+            raise WasmRunError(message, exc.exit_code) from None
         save_outputs(outputs, model_.outputs, [results[s.name] for s in model_.outputs], overwrite=overwrite)
     finally:
         model_.close()

@@ -343,6 +343,13 @@ class WasmModel:
         shape = spec.get("shape") if isinstance(spec, dict) else None
         dtype = spec.get("dtype") if isinstance(spec, dict) else None
         try:
+            np.dtype(dtype) if isinstance(dtype, str) else None
+        except TypeError:
+            raise WasmRunError(f"{self._module_name()} --info names an unknown dtype {dtype!r}",
+                               exit_code=1) from None
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            shape = None
+        try:
             return read_npy(path, shape=tuple(shape) if isinstance(shape, list) else None,
                             dtype=dtype if isinstance(dtype, str) else None,
                             max_bytes=self.memory_limit, label=f"the module's output {path.name}")
