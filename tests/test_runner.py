@@ -236,3 +236,30 @@ def test_the_compiled_module_and_sandbox_are_reused(tmp_path):
     assert model._state["child"].process.pid == first
     model.close()
     assert model._state.get("child") is None
+
+
+def test_the_sandbox_ends_when_its_parent_is_killed(tmp_path):
+    """SIGKILL to the host process while its module sleeps in a host call: the sandbox
+    does not live on (it watches its parent)."""
+    path = write_module(tmp_path / "sleep.wasm", SLEEPER)
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+from wasmforge.runner import WasmModel
+model = WasmModel({str(path)!r}, time_limit=3600)
+print(model._state["child"].process.pid, flush=True)
+model.info()
+"""], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = open(f"/proc/{child}/status").read()
+        except FileNotFoundError:
+            break
+        if "\nState:\tZ" in state:  # exited, not yet reaped by its new parent
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the sandbox outlived its parent")

@@ -156,9 +156,19 @@ class Sandbox:
         return answer
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this process when the parent is gone (even while a module waits in a host call)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def main() -> int:
     # A write past RLIMIT_FSIZE fails with EFBIG (the module sees an error) instead of killing us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the parent handles it and ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     # Nothing else may write into the answer channel (wasmtime's own messages go to stderr).
     devnull = os.open(os.devnull, os.O_WRONLY)
