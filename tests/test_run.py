@@ -146,3 +146,18 @@ def test_the_modules_own_errors_name_the_users_file(tmp_path, x_npy):
         run(tmp_path / "dist", [x_npy], [tmp_path / "o.npy"])
     assert info.value.exit_code == 2
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_invoke_run_stops_a_blocked_module_at_the_time_limit(tmp_path, x_npy, monkeypatch):
+    import time
+
+    from tests.wasm_modules import SLEEPER
+
+    identity_artifact(tmp_path / "dist", wat=SLEEPER)
+    monkeypatch.setattr(run_module, "DIST", tmp_path / "dist")
+    started = time.monotonic()
+    code, _, err = invoke("run", "--model", "m", "--input", str(x_npy), "--output", str(tmp_path / "o.npy"),
+                          "--time-limit", "1")
+    assert_one_line_error(code, err, 1, "time limit exceeded (1 s)")
+    assert time.monotonic() - started < 1 + 1 + 1  # the limit, its grace, loading the module
+    assert not (tmp_path / "o.npy").exists()
