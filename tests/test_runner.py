@@ -263,3 +263,14 @@ model.info()
         time.sleep(0.1)
     else:
         raise AssertionError("the sandbox outlived its parent")
+
+
+def test_a_sandbox_killed_from_outside_is_one_error_then_restarted(tmp_path):
+    info = '{"inputs": [], "outputs": []}\n'
+    model = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
+        (data (i32.const 16) {wat_bytes(info)}) (func (export "_start") {print_then(1, info, "")}))""")
+    model._state["child"].process.kill()
+    model._state["child"].process.wait()
+    with pytest.raises(WasmRunError, match=r"^the sandbox running m\.wasm died: "):
+        model.info()
+    assert model.info() == {"inputs": [], "outputs": []}  # a new sandbox, from the precompiled module

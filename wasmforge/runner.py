@@ -106,8 +106,11 @@ class _Child:
         streams = dict(streams or {})
         data = {name: bytearray() for name in streams}
         answer_buffer = bytearray()
-        self.process.stdin.write((json.dumps(request) + "\n").encode())
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the child is gone
+            return None, {k: bytes(v) for k, v in data.items()}, "died"
         selector = selectors.DefaultSelector()
         selector.register(self.process.stdout, selectors.EVENT_READ, "answer")
         selector.register(self.process.stderr, selectors.EVENT_READ, "log")
