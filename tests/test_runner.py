@@ -189,7 +189,7 @@ def test_a_module_blocked_in_a_host_call_stops_at_the_time_limit(tmp_path):
     """poll_oneoff asked to sleep a day: no wasm code runs, so no epoch check fires;
     the wall clock kills the sandbox process."""
     sleeper = WasmModel(write_module(tmp_path / "sleep.wasm", SLEEPER), time_limit=1.0)
-    for _ in range(2):  # and again, from a restarted sandbox (the precompiled module)
+    for _ in range(2):  # and again, from a restarted sandbox (the module compiled again)
         started = time.monotonic()
         with pytest.raises(WasmRunError, match=r"^time limit exceeded \(1 s\)$") as info:
             sleeper.info()
@@ -273,4 +273,4 @@ def test_a_sandbox_killed_from_outside_is_one_error_then_restarted(tmp_path):
     model._state["child"].process.wait()
     with pytest.raises(WasmRunError, match=r"^the sandbox running m\.wasm died: "):
         model.info()
-    assert model.info() == {"inputs": [], "outputs": []}  # a new sandbox, from the precompiled module
+    assert model.info() == {"inputs": [], "outputs": []}  # a new sandbox, the module compiled again

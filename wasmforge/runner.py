@@ -201,18 +201,16 @@ class WasmModel:
         self._lock = threading.Lock()
         self._state = {"tmp": tempfile.mkdtemp(prefix="wasmforge-model-"), "child": None}
         self._finalizer = weakref.finalize(self, _cleanup, self._state)
-        self._cache = Path(self._state["tmp"]) / "module.cwasm"
         self._loaded = self._start()
         self.initial_memory = self._loaded["initial_memory"]
 
     # --- the child --------------------------------------------------------------
 
     def _load_request(self) -> dict:
-        """How the child gets the module: compiled from the .wasm the first time, then
-        from the precompiled copy it saved (a restarted child)."""
-        if self._cache.is_file():
-            return {"op": "load", "cwasm": str(self._cache)}
-        return {"op": "load", "wasm": str(self.wasm_path), "cache": str(self._cache), "sha256": self.sha256}
+        """How the child gets the module: compiled from the .wasm (again by a child started
+        after a kill: a precompiled copy would cost as much disk as the module, e.g. 100 MB
+        in the smoke container's small /tmp, for a rare event)."""
+        return {"op": "load", "wasm": str(self.wasm_path), "sha256": self.sha256}
 
     def _start(self) -> dict:
         child = _Child()

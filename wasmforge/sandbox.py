@@ -95,8 +95,8 @@ class Sandbox:
         self.module: wasmtime.Module | None = None
 
     def load(self, request: dict) -> dict:
-        """Compile `wasm` (and save it precompiled to `cache`, for a restarted sandbox)
-        or load the precompiled `cwasm`."""
+        """Compile `wasm` (checking its bytes against `sha256` when given) or load the
+        precompiled `cwasm`."""
         started = time.perf_counter()
         if request.get("cwasm"):
             self.module = wasmtime.Module.deserialize_file(self.engine, request["cwasm"])
@@ -109,11 +109,6 @@ class Sandbox:
             del data
         else:
             self.module = wasmtime.Module.from_file(self.engine, request["wasm"])
-        if not request.get("cwasm") and request.get("cache"):
-            cache = Path(request["cache"])
-            partial = cache.with_name(cache.name + ".partial")
-            partial.write_bytes(self.module.serialize())
-            partial.replace(cache)
         return {
             "compile_ms": (time.perf_counter() - started) * 1e3,
             "imports": [[imp.module, imp.name or ""] for imp in self.module.imports],
