@@ -161,3 +161,16 @@ def test_invoke_run_stops_a_blocked_module_at_the_time_limit(tmp_path, x_npy, mo
     assert_one_line_error(code, err, 1, "time limit exceeded (1 s)")
     assert time.monotonic() - started < 1 + 1 + 1  # the limit, its grace, loading the module
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_dash_refuses_a_terminal(dist, x_npy, tmp_path, monkeypatch):
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal(io.BytesIO()))
+    with pytest.raises(UserError, match=r"^--output - writes binary \.npy data to stdout; redirect it"):
+        run(dist, [x_npy], ["-"])
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO()))
+    with pytest.raises(UserError, match=r"^--input - reads \.npy data from stdin; redirect a file"):
+        run(dist, ["-"], [tmp_path / "o.npy"])

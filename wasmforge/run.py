@@ -92,6 +92,8 @@ def load_inputs(paths: Sequence[str], specs) -> list:
                             f"got {len(paths)} --input; give one .npy per input or one .npz")
         if paths.count(STDIO) > 1:
             raise UserError("only one --input can be '-' (stdin)")
+        if STDIO in paths and sys.stdin.isatty():
+            raise UserError("--input - reads .npy data from stdin; redirect a file or a pipe into it")
         arrays = []
         for path, spec in zip(paths, specs):
             what = f"the model's input {spec.name!r}"
