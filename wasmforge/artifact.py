@@ -18,13 +18,14 @@ import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .errors import WasmforgeError
 from .hashing import sha256_file
 
 SUMS_NAME = "SHA256SUMS"
 MANIFEST_NAME = "manifest.json"
 
 
-class ArtifactError(Exception):
+class ArtifactError(WasmforgeError):
     """The artifact is missing, incomplete or does not match its hashes."""
 
 

@@ -38,6 +38,43 @@ def user_errors(func):
     return wrapper
 
 
+def _number(value, option: str, kind=int, minimum=None, allow_none: bool = False):
+    """An option's value as `kind` (int or float), at least `minimum`: else one `error:` line."""
+    from .errors import UserError
+
+    if value is None and allow_none:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != number or number in (float("inf"), float("-inf")) or \
+            (minimum is not None and number < minimum):
+        wanted = "an integer" if kind is int else "a number"
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise UserError(f"--{option} must be {wanted}{bound}, got {value!r}")
+    return number
+
+
+def _existing_file(path, option: str) -> None:
+    from .errors import UserError
+
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"--{option}: no such file: {path}")
+
+
+def _json_target(path, option: str = "json") -> None:
+    """`-` or a file in an existing directory."""
+    from .errors import UserError
+
+    if path is not None and path != "-":
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise UserError(f"--{option}: cannot write {path}: no such directory {target.parent}")
+        if target.is_dir():
+            raise UserError(f"--{option}: {path} is a directory")
+
+
 @task(help={"rebuild": "rebuild the images even if cached", "no_cache": "build without Docker's layer cache"})
 @user_errors
 def image(c, rebuild=False, no_cache=False):
@@ -124,18 +161,20 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze, featu
     parse_freeze(freeze)
 
 
-@task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",
-            "output": ".npy file to write (repeatable)",
-            "time_limit": "seconds the module may run (default 600)",
+@task(help={"model": "artifact name under dist/",
+            "input": ".npy input file, '-' for stdin (repeatable; or one .npz of every input by name)",
+            "output": ".npy file to write, '-' for stdout (repeatable; or one .npz of every output)",
+            "overwrite": "replace an existing output file",
+            "time_limit": "seconds the module may run, wall clock (default 600)",
             "memory_limit": "linear memory the module may use, e.g. 512M or 2G (default 2G)"},
       iterable=["input", "output"])
 @user_errors
-def run(c, model, input=None, output=None, time_limit=None, memory_limit=None):
+def run(c, model, input=None, output=None, overwrite=False, time_limit=None, memory_limit=None):
     """Run dist/<model>/<model>.wasm on .npy inputs with wasmtime (after checking its hashes)."""
     from .run import run_artifact
 
-    run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()],
-                 time_limit=time_limit, memory_limit=memory_limit)
+    run_artifact(model, list(input or ()), list(output or ()), time_limit=time_limit,
+                 memory_limit=memory_limit, overwrite=overwrite)
 
 
 @task(help={"model": "artifact name under dist/",
@@ -148,6 +187,7 @@ def run(c, model, input=None, output=None, time_limit=None, memory_limit=None):
 def verify(c, model, rebuild=False, onnx=None, provenance=False, public_key=None):
     """Check dist/<model>/ against SHA256SUMS and its manifest; --provenance checks the
     signed provenance; --rebuild checks reproducibility."""
+    _existing_file(onnx, "onnx")
     from .verify import rebuild_and_compare, verify_hashes, verify_provenance
 
     # With --provenance the signature is checked before anything parses the statement.
@@ -216,11 +256,14 @@ def smoke(c, model, build=False):
             "json": "also write the results as JSON to PATH ('-' for stdout)",
             "onnx": "the ONNX file, for artifacts built with --onnx instead of --model"})
 @user_errors
-def bench(c, model, runs=10, json=None, onnx=None):
+def bench(c, model, runs=None, json=None, onnx=None):
     """Time dist/<model>/ under wasmtime against onnxruntime (1 thread, all cores) and native TVM."""
+    runs = _number(10 if runs is None else runs, "runs", int, 1)  # a None default: invoke would int() it
+    _json_target(json)
+    _existing_file(onnx, "onnx")
     from .bench import bench as run_bench
 
-    run_bench(model, runs=int(runs), json_path=json, onnx=onnx)
+    run_bench(model, runs=runs, json_path=json, onnx=onnx)
 
 
 @task(
@@ -236,6 +279,7 @@ def bench(c, model, runs=10, json=None, onnx=None):
 @user_errors
 def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=False):
     """Without compiling: operators vs the TVM frontend, opset, dynamic dims, parameters, .wasm size."""
+    _existing_file(onnx, "onnx")
     from . import check as checking
 
     if list_ops:
@@ -246,15 +290,23 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
 
 @task(help={"model": "a model from models.toml", "onnx": "or your own ONNX file",
             "name": "name of the artifact the database is for (default: model name or file stem)",
-            "trials": "records wanted per conv task", "max_tasks": "tune at most this many tasks now (0: all)"})
+            "trials": "records wanted per conv task (default 64)",
+            "max_tasks": "tune at most this many tasks now (default 0: all)"})
 @user_errors
-def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
+def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None):
     """MetaSchedule-tune the conv kernels into tuning/<name>/wasm32-simd128/ (resumable).
 
     `invoke build` applies the database when it exists and records its sha256."""
+    trials = _number(64 if trials is None else trials, "trials", int, 1)
+    max_tasks = _number(0 if max_tasks is None else max_tasks, "max-tasks", int, 0)
+    _existing_file(onnx, "onnx")
+    if model:
+        from .registry import get_model
+
+        get_model(model)
     from .tuning import tune as tune_model
 
-    tune_model(model, onnx, name, trials=int(trials), max_tasks=int(max_tasks))
+    tune_model(model, onnx, name, trials=trials, max_tasks=max_tasks)
 
 
 @task(help={"only": "just this corpus model (repeatable)", "list": "list the corpus, fetch nothing",
@@ -279,14 +331,19 @@ def corpus(c, only=None, list=False, build=False, all=False):
             "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
             "min_pass": "fail if a suite's pass rate (percent) is below this"})
 @user_errors
-def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
+def conformance(c, suite="all", jobs=None, limit=None, seed=None, chunk=None, json=None, docs=False, rerun=False,
                 keep=False, min_pass=None):
     """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
+    jobs = _number(1 if jobs is None else jobs, "jobs", int, 1)
+    chunk = _number(50 if chunk is None else chunk, "chunk", int, 1)
+    seed = _number(0 if seed is None else seed, "seed", int, 0)
+    limit = _number(limit, "limit", int, 1, allow_none=True)
+    min_pass = _number(min_pass, "min-pass", float, 0, allow_none=True)
+    _json_target(json)
     from wasmforge.conformance.run import conformance as run_conformance
 
-    run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
-                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep,
-                    min_pass=float(min_pass) if min_pass is not None else None)
+    run_conformance(suite, jobs=jobs, limit=limit, seed=seed, chunk=chunk, json_path=json, docs=docs,
+                    rerun=rerun, keep=keep, min_pass=min_pass)
 
 
 @task(help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",
