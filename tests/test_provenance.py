@@ -79,7 +79,7 @@ def test_a_consistent_rewrite_of_sums_manifest_and_wasm_is_caught_everywhere(dis
 
 
 def test_the_smoke_runner_refuses_a_consistently_rewritten_artifact(dist, capsys, monkeypatch):
-    monkeypatch.setattr(smoke, "WasmModel", None)  # calling it would fail the test
+    monkeypatch.setattr(smoke, "Model", None)  # calling it would fail the test
     rewrite_consistently(dist / "m")
     assert smoke.main([str(dist / "m")]) == smoke.EXIT_REFUSED
     assert "does not match its provenance" in capsys.readouterr().err
