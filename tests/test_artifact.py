@@ -170,6 +170,9 @@ def test_external_params_file_is_verified_like_every_file(tmp_path):
     (lambda m: m["files"]["m.wasm"].update(sha256="x"), "no valid files.m.wasm.sha256"),
     (lambda m: m["files"].update({"../x": {"sha256": "a" * 64, "size": 1}}), "outside the artifact"),
     (lambda m: m.update(frozen={"x": {"value": 1, "sha256": "a" * 64}}), "no valid frozen.x"),
+    (lambda m: m.update(features="avx2"), "no valid features"),
+    (lambda m: m.update(features="relaxed-simd"), "no valid features"),  # the default is never written
+    (lambda m: m.update(preprocessing=["x / 16"]), "no valid preprocessing"),
 ])
 def test_incomplete_or_malformed_manifest_is_refused(change, fragment):
     data = manifest_dict(copy.deepcopy(FILES))
@@ -193,6 +196,7 @@ def test_a_manifest_that_is_not_json_is_one_error(tmp_path):
     {"frozen": {"mask": {"value": 1}, "scale": {"value": 0.5}, "x": {"sha256": "e" * 64}}},
     {"tuning": {"database": "tuning/m/wasm32-simd128", "sha256": "f" * 64}},
     {"source": {"file": "mine.onnx", "sha256": "d" * 64}},
+    {"features": "simd128", "preprocessing": "8x8 digit; input = pixel / 16"},
 ])
 def test_manifest_round_trips_byte_for_byte(tmp_path, extra):
     data = manifest_dict(copy.deepcopy(FILES), **extra)
@@ -210,3 +214,13 @@ def test_a_real_manifest_round_trips_byte_for_byte():
     """The build writes manifests through Manifest; one read back must write the very same bytes."""
     text = (DIST / "lenet-digits" / "manifest.json").read_bytes()
     assert Manifest.from_json(text.decode()).to_json().encode() == text
+
+
+def test_features_default_to_relaxed_simd_and_match_the_compiler():
+    from wasmforge.compiler.request import DEFAULT_FEATURES, FEATURES
+
+    assert set(artifact.KNOWN_FEATURES) == set(FEATURES) and artifact.DEFAULT_FEATURES == DEFAULT_FEATURES
+    plain = Manifest.from_dict(manifest_dict(copy.deepcopy(FILES)))
+    assert (plain.features, plain.feature_set, plain.preprocessing) == (None, "relaxed-simd", None)
+    portable = Manifest.from_dict(manifest_dict(copy.deepcopy(FILES), features="simd128"))
+    assert portable.feature_set == "simd128"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from tests.manifests import seal
-from wasmforge import artifact, attest, images
+from wasmforge import artifact, attest, checkout, images
 from wasmforge.paths import ROOT
 
 STARTED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -126,7 +127,10 @@ def test_sbom_validates_and_lists_the_build_inputs(tmp_path):
 def test_statement_binds_every_file_to_commit_images_and_command(tmp_path):
     final = make_artifact(tmp_path / "dist" / "m")
     out = attest_(final)
-    statement = json.loads((out / attest.PROVENANCE_NAME).read_text())
+    envelope = json.loads((out / attest.PROVENANCE_NAME).read_text())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    assert envelope["signatures"] == []  # no key given: unsigned
+    statement = json.loads(base64.b64decode(envelope["payload"]))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     assert attest.read_subjects(out) == artifact.read_sums(final)
@@ -135,9 +139,9 @@ def test_statement_binds_every_file_to_commit_images_and_command(tmp_path):
     assert definition["externalParameters"]["command"] == COMMAND
     assert definition["externalParameters"]["source"] == {"registry": "m", "sha256": "d" * 64}
     deps = {d["name"]: d for d in definition["resolvedDependencies"]}
-    commit, dirty, _ = attest.git_state(ROOT)
-    assert deps["source"]["digest"] == {"gitCommit": commit}
-    assert deps["source"]["annotations"]["dirty"] is dirty
+    source = checkout.state(ROOT)
+    assert deps["source"]["digest"] == {"gitCommit": source.commit, "gitTree": source.tree}
+    assert deps["source"]["annotations"]["dirty"] is source.dirty
     assert deps["m"]["digest"] == {"sha256": "d" * 64}
     assert deps["wasmforge/builder:test"]["digest"] == {"sha256": "a" * 64}
     assert deps["wasmforge/base:trixie-test"]["digest"] == {"sha256": "b" * 64}
@@ -201,3 +205,17 @@ def test_a_failed_run_removes_statements_about_older_bytes(tmp_path):
 def test_command_line_drops_the_host_path():
     assert attest.command_line(["/home/me/wasmforge/.venv/bin/invoke", "build", "--model", "x"]) == \
         ["invoke", "build", "--model", "x"]
+
+
+def test_a_source_outside_git_is_named_by_a_digest_of_its_files(tmp_path):
+    (tmp_path / "wasmforge").mkdir()
+    (tmp_path / "wasmforge" / "a.py").write_text("x = 1\n")
+    (tmp_path / "Makefile").write_text("all:\n")
+    no_git = checkout.SourceState(None, None, True, None)
+    first = attest.source_descriptor(no_git, tmp_path).pb
+    assert not first.uri and first.annotations["dirty"] is True
+    (tmp_path / "wasmforge" / "__pycache__").mkdir()
+    (tmp_path / "wasmforge" / "__pycache__" / "a.pyc").write_bytes(b"cache")  # not source
+    assert attest.source_descriptor(no_git, tmp_path).pb.digest == first.digest
+    (tmp_path / "wasmforge" / "a.py").write_text("x = 2\n")
+    assert attest.source_descriptor(no_git, tmp_path).pb.digest["sha256"] != first.digest["sha256"]

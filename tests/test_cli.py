@@ -10,11 +10,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli import assert_one_line_error, invoke, invoke_command
 from wasmforge import cli
 from wasmforge.paths import ROOT
 
-TASKS = {"bench", "build", "check", "conformance", "corpus", "image", "models", "run", "smoke", "tune", "verify"}
+TASKS = {"bench", "build", "check", "compare-builds", "conformance", "corpus", "image", "keygen", "models", "run", "sign", "smoke", "tune", "verify"}
 HEAVY = {"numpy", "onnx", "onnxruntime", "tvm", "wasmtime", "docker", "cyclonedx", "rich", "sklearn"}
 
 
@@ -40,7 +42,8 @@ def test_a_bad_argument_is_one_line_before_any_heavy_import(tmp_path):
               "print(json.dumps([code, sorted({m.split('.')[0] for m in sys.modules})]))")
     for args in (["build", "--model", "no-such-model"], ["build", "--onnx", str(tmp_path / "missing.onnx")],
                  ["build", "--model", "lenet-digits", "--name", "../x"],
-                 ["build", "--model", "lenet-digits", "--input-shape", "input=1xAx8"]):
+                 ["build", "--model", "lenet-digits", "--input-shape", "input=1xAx8"],
+                 ["build", "--model", "lenet-digits", "--features", "avx2"]):
         proc = subprocess.run([sys.executable, "-c", script, "wasmforge", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         code, modules = json.loads(proc.stdout.splitlines()[-1])
@@ -53,3 +56,81 @@ def test_unknown_task_and_option_are_refused():
     assert code == 1 and "No idea what 'no-such-task' is!" in err
     code, _, err = invoke("build", "--no-such-option")
     assert code == 1 and "--no-such-option" in err
+
+
+def test_models_show_the_preprocessing():
+    code, out, _ = invoke("models")
+    assert code == 0
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("lenet-digits "))
+    assert lines[at + 1].split()[0] == "preprocessing:" and "input = pixel / 16 as float32" in lines[at + 1]
+
+
+# Each task with bad values: one `error:` line and a non-zero exit, never a traceback,
+# all refused before Docker is asked for anything (these run without a daemon).
+BAD_ARGUMENTS = [
+    (("build", "--model", "lenet-digit"), "did you mean lenet-digits?"),
+    (("build", "--onnx", "/nonexistent/m.onnx"), "no such file: /nonexistent/m.onnx"),
+    (("build", "--onnx-dir", "/nonexistent"), "no such directory: /nonexistent"),
+    (("build", "--model", "lenet-digits", "--name", "../x"), "invalid model name '../x'"),
+    (("build", "--model", "lenet-digits", "--input-shape", "input=1xAx8"), "bad --input-shape"),
+    (("build", "--model", "lenet-digits", "--freeze", "x"), "bad --freeze 'x'"),
+    (("run", "--model", "lenet-digit", "--input", "x.npy", "--output", "y.npy"), "no artifact dist/lenet-digit"),
+    (("run", "--model", "../x", "--input", "x.npy", "--output", "y.npy"), "invalid model name '../x'"),
+    (("run", "--model", "lenet-digits", "--time-limit", "-1", "--input", "x", "--output", "y"),
+     "--time-limit must be a positive number"),
+    (("run", "--model", "lenet-digits", "--time-limit", "abc", "--input", "x", "--output", "y"),
+     "--time-limit must be a positive number"),
+    (("run", "--model", "lenet-digits", "--memory-limit", "9G", "--input", "x", "--output", "y"),
+     "--memory-limit must be a size up to 4G"),
+    (("verify", "--model", "no-such-model"), "no artifact dist/no-such-model"),
+    (("verify", "--model", "lenet-digits", "--rebuild", "--onnx", "/nonexistent/m.onnx"),
+     "--onnx: no such file"),
+    (("smoke", "--model", "lenet-digit"), "did you mean lenet-digits?"),
+    (("bench", "--model", "lenet-digits", "--runs", "abc"), "--runs must be an integer >= 1, got 'abc'"),
+    (("bench", "--model", "lenet-digits", "--runs", "-3"), "--runs must be an integer >= 1, got '-3'"),
+    (("bench", "--model", "lenet-digits", "--runs", "0"), "--runs must be an integer >= 1"),
+    (("bench", "--model", "lenet-digits", "--json", "/nonexistent/out.json"), "no such directory /nonexistent"),
+    (("bench", "--model", "lenet-digits", "--onnx", "/nonexistent/m.onnx"), "--onnx: no such file"),
+    (("check", "--onnx", "/nonexistent/m.onnx"), "--onnx: no such file"),
+    (("check",), "give exactly one of --model NAME or --onnx PATH"),
+    (("check", "--model", "no-such-model"), "unknown model 'no-such-model'"),
+    (("tune", "--model", "lenet-digits", "--trials", "abc"), "--trials must be an integer >= 1, got 'abc'"),
+    (("tune", "--model", "lenet-digits", "--max-tasks", "-1"), "--max-tasks must be an integer >= 0"),
+    (("tune", "--model", "lenet-digit"), "did you mean lenet-digits?"),
+    (("tune", "--onnx", "/nonexistent/m.onnx"), "--onnx: no such file"),
+    (("corpus", "--only", "no-such-model"), "no corpus model named 'no-such-model'"),
+    (("conformance", "--suite", "nodes"), "unknown suite 'nodes'"),
+    (("conformance", "--jobs", "0"), "--jobs must be an integer >= 1"),
+    (("conformance", "--jobs", "two"), "--jobs must be an integer >= 1, got 'two'"),
+    (("conformance", "--limit", "x"), "--limit must be an integer >= 1"),
+    (("conformance", "--seed", "-1"), "--seed must be an integer >= 0"),
+    (("conformance", "--chunk", "1.5"), "--chunk must be an integer >= 1"),
+    (("conformance", "--min-pass", "abc"), "--min-pass must be a number >= 0"),
+    (("conformance", "--json", "/nonexistent/out.json"), "no such directory /nonexistent"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
+def test_every_task_refuses_bad_values_with_one_line(args, fragment, monkeypatch):
+    from wasmforge import images
+
+    def no_docker(*_a, **_k):
+        raise AssertionError("a bad argument reached Docker")
+
+    monkeypatch.setattr(images, "docker_client", no_docker)
+    code, _, err = invoke(*args)
+    assert code != 0, err
+    assert_one_line_error(code, err, code, fragment)
+
+
+def test_unknown_model_names_get_a_suggestion(tmp_path):
+    from wasmforge.errors import UserError
+    from wasmforge.run import artifact_dir
+
+    (tmp_path / "my-net").mkdir()
+    (tmp_path / "my-net" / "manifest.json").write_text("{}")
+    with pytest.raises(UserError, match=r"^no artifact dist/my-nte; did you mean my-net\?$"):
+        artifact_dir("my-nte", tmp_path)
+    with pytest.raises(UserError, match=r"^no artifact dist/zzz; build it with"):
+        artifact_dir("zzz", tmp_path)

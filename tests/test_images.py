@@ -145,3 +145,19 @@ def test_unreachable_daemon_is_a_user_error(monkeypatch, tmp_path):
     with pytest.raises(UserError, match=message) as e:
         images.docker_client()
     assert e.value.exit_code == 1
+
+
+def test_labels_name_no_local_path_and_no_credentials(monkeypatch):
+    """org.opencontainers.image.source: a canonical remote URL, or "unknown" (issue 12)."""
+    from wasmforge import checkout
+
+    real_git = checkout.git
+    pins = images.load_pins()
+    for origin, expected in (("/home/me/src/wasmforge", "unknown"), ("../wasmforge.git", "unknown"),
+                             ("https://ci:tok3n@github.com/o/wasmforge.git", "https://github.com/o/wasmforge.git")):
+        monkeypatch.setattr(checkout, "git", lambda root, *args, origin=origin:
+                            origin if args[:2] == ("remote", "get-url") else real_git(root, *args))
+        labels = images.labels_for("builder", pins, "b", "i")
+        assert labels["org.opencontainers.image.source"] == expected
+        assert not any("/home/me" in v or "tok3n" in v or ".." in v for v in labels.values())
+        assert re.fullmatch(r"[0-9a-f]{40}|unknown", labels["org.opencontainers.image.revision"])

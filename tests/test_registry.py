@@ -93,7 +93,7 @@ def test_unknown_model_lists_known_names():
     with pytest.raises(UserError) as caught:
         get_model("resnet51")
     message = str(caught.value)
-    assert message == ("unknown model 'resnet51'; known models: bert-synth, bertsquad-12, lenet-digits, "
+    assert message == ("unknown model 'resnet51' (did you mean resnet50?); known models: bert-synth, bertsquad-12, lenet-digits, "
                        "mobilenetv2-7, mobilenetv2-synth, resnet50, resnet50-synth, squeezenet-synth, "
                        "squeezenet1.1-7")
     assert caught.value.exit_code == 2

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 import wasmtime
 
+from tests.wasm_modules import SLEEPER, spewer, write_module
 from wasmforge.errors import UserError
+from wasmforge.paths import ROOT
 from wasmforge.run import parse_limits
 from wasmforge.runner import WasmModel, WasmRunError
 
@@ -175,3 +180,97 @@ def test_embedded_modules_take_no_params_file(tmp_path):
     assert embedded.run([]).outputs == []
     with pytest.raises(WasmRunError, match="embeds its weights"):
         WasmModel(tmp_path / "m.wasm", params_path=tmp_path / "x.params.bin").run([])
+
+
+# --- the wall clock and the output cap (the module runs in a sandbox process) -----------
+
+
+def test_a_module_blocked_in_a_host_call_stops_at_the_time_limit(tmp_path):
+    """poll_oneoff asked to sleep a day: no wasm code runs, so no epoch check fires;
+    the wall clock kills the sandbox process."""
+    sleeper = WasmModel(write_module(tmp_path / "sleep.wasm", SLEEPER), time_limit=1.0)
+    for _ in range(2):  # and again, from a restarted sandbox (the module compiled again)
+        started = time.monotonic()
+        with pytest.raises(WasmRunError, match=r"^time limit exceeded \(1 s\)$") as info:
+            sleeper.info()
+        assert time.monotonic() - started < 1.0 + 1.0
+        assert info.value.exit_code == 1
+    sleeper.close()
+
+
+@pytest.mark.parametrize("fd, stream", [(1, "stdout"), (2, "stderr")])
+def test_a_spewing_module_is_stopped_with_the_host_under_200_mb(tmp_path, fd, stream):
+    """1 MiB writes without end: read through a capped pipe, never a file; the module is
+    stopped at the cap, long before its time limit."""
+    write_module(tmp_path / "spew.wasm", spewer(fd))
+    script = f"""
+import json, sys, time
+from pathlib import Path
+from wasmforge.runner import WasmModel, WasmRunError
+model = WasmModel(Path({str(tmp_path / 'spew.wasm')!r}), time_limit=60, memory_limit=64 << 20)
+started = time.monotonic()
+try:
+    model.info()
+    message = None
+except WasmRunError as exc:
+    message = str(exc)
+elapsed = time.monotonic() - started
+hwm = next(int(ln.split()[1]) for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+print(json.dumps([message, elapsed, hwm * 1024]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    message, elapsed, peak = json.loads(proc.stdout.splitlines()[-1])
+    assert message == f"output limit exceeded: the module wrote more than 8 MiB to {stream}; stopped"
+    assert elapsed < 30
+    assert peak < 200 << 20, peak
+    assert not list(tmp_path.glob("**/.stdout")) and not list(tmp_path.glob("**/.stderr"))
+
+
+def test_the_compiled_module_and_sandbox_are_reused(tmp_path):
+    info = '{"inputs": [], "outputs": []}\n'
+    model = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
+        (data (i32.const 16) {wat_bytes(info)}) (func (export "_start") {print_then(1, info, "")}))""")
+    first = model._state["child"].process.pid
+    for _ in range(5):
+        assert model.run([]).outputs == []
+    assert model._state["child"].process.pid == first
+    model.close()
+    assert model._state.get("child") is None
+
+
+def test_the_sandbox_ends_when_its_parent_is_killed(tmp_path):
+    """SIGKILL to the host process while its module sleeps in a host call: the sandbox
+    does not live on (it watches its parent)."""
+    path = write_module(tmp_path / "sleep.wasm", SLEEPER)
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+from wasmforge.runner import WasmModel
+model = WasmModel({str(path)!r}, time_limit=3600)
+print(model._state["child"].process.pid, flush=True)
+model.info()
+"""], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = open(f"/proc/{child}/status").read()
+        except FileNotFoundError:
+            break
+        if "\nState:\tZ" in state:  # exited, not yet reaped by its new parent
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the sandbox outlived its parent")
+
+
+def test_a_sandbox_killed_from_outside_is_one_error_then_restarted(tmp_path):
+    info = '{"inputs": [], "outputs": []}\n'
+    model = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
+        (data (i32.const 16) {wat_bytes(info)}) (func (export "_start") {print_then(1, info, "")}))""")
+    model._state["child"].process.kill()
+    model._state["child"].process.wait()
+    with pytest.raises(WasmRunError, match=r"^the sandbox running m\.wasm died: "):
+        model.info()
+    assert model.info() == {"inputs": [], "outputs": []}  # a new sandbox, the module compiled again

@@ -66,7 +66,7 @@ def test_tampered_artifact_is_refused_before_anything_runs(lenet, capsys, monkey
     def must_not_run(*args, **kwargs):
         raise AssertionError("the runner loaded the module or reference data of a tampered artifact")
 
-    monkeypatch.setattr(smoke, "WasmModel", must_not_run)
+    monkeypatch.setattr(smoke, "Model", must_not_run)
     monkeypatch.setattr(smoke, "load_case", must_not_run)
     flip_byte(lenet / name)
     assert smoke.main([str(lenet)]) == smoke.EXIT_REFUSED
@@ -76,7 +76,7 @@ def test_tampered_artifact_is_refused_before_anything_runs(lenet, capsys, monkey
 
 
 def test_rewritten_sums_do_not_hide_a_changed_module(lenet, capsys, monkeypatch):
-    monkeypatch.setattr(smoke, "WasmModel", None)  # calling it would fail the test
+    monkeypatch.setattr(smoke, "Model", None)  # calling it would fail the test
     flip_byte(lenet / f"{MODEL}.wasm")
     artifact.write_sums(lenet)
     assert smoke.main([str(lenet)]) == smoke.EXIT_REFUSED
@@ -103,3 +103,19 @@ def test_container_settings_are_locked_down(tmp_path):
 
 
 # Run as `python -c` in the smoke container; prints one JSON line of findings.
+
+
+def test_a_module_blocked_in_a_host_call_fails_its_case_in_time(tmp_path, capsys):
+    """The runner's wall clock, here without the container (tests/e2e/test_smoke.py runs
+    the same inside it)."""
+    import time
+
+    from tests.wasm_modules import SLEEPER, identity_artifact
+
+    artifact = identity_artifact(tmp_path / "dist", wat=SLEEPER)
+    started = time.monotonic()
+    assert smoke.main([str(artifact), "--time-limit", "1"]) == smoke.EXIT_FAILED
+    assert time.monotonic() - started < 1 + 1 + 2  # the limit, its grace, loading the module
+    out, err = capsys.readouterr()
+    assert table_rows(out)[0][1] == "FAIL" and "time limit exceeded (1 s)" in out
+    assert err.splitlines() == ["error: m: 1 of 1 reference cases failed"]

@@ -18,13 +18,14 @@ import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .errors import WasmforgeError
 from .hashing import sha256_file
 
 SUMS_NAME = "SHA256SUMS"
 MANIFEST_NAME = "manifest.json"
 
 
-class ArtifactError(Exception):
+class ArtifactError(WasmforgeError):
     """The artifact is missing, incomplete or does not match its hashes."""
 
 
@@ -336,6 +337,21 @@ class TuningRecord:
         return {"database": self.database, "sha256": self.sha256}
 
 
+# `invoke build --features` (compiler/request.py FEATURES, spelled here too:
+# this module is standard library only and the smoke image has no compiler).
+KNOWN_FEATURES = ("relaxed-simd", "simd128")
+DEFAULT_FEATURES = "relaxed-simd"
+
+
+def _features(data: dict) -> str | None:
+    if "features" not in data:
+        return None
+    value = _get(data, "features", str)
+    if value not in KNOWN_FEATURES or value == DEFAULT_FEATURES:
+        raise _bad("features")
+    return value
+
+
 @dataclass(frozen=True)
 class Manifest:
     """`dist/<name>/manifest.json`: the single description of an artifact."""
@@ -357,6 +373,11 @@ class Manifest:
     params: ParamsRecord | None = None  # only with --external-params
     frozen: dict[str, FrozenRecord] | None = None  # only with --freeze
     tuning: TuningRecord | None = None  # only when a tuning database was applied
+    # The kernels' SIMD features (`invoke build --features`), only when not the
+    # default `relaxed-simd`: see `feature_set`.
+    features: str | None = None
+    # How to turn raw data into the inputs: the registry's text, registry models only.
+    preprocessing: str | None = None
     format: int = FORMAT
 
     def __post_init__(self):
@@ -370,6 +391,11 @@ class Manifest:
                                     "which it does not list")
             if listed.sha256 != self.params.sha256:
                 raise ArtifactError(f"{MANIFEST_NAME} gives two different sha256 for {self.params.file}")
+
+    @property
+    def feature_set(self) -> str:
+        """The kernels' SIMD features: `relaxed-simd` (the default, not written) or `simd128`."""
+        return self.features or DEFAULT_FEATURES
 
     @property
     def params_file(self) -> str | None:
@@ -416,6 +442,8 @@ class Manifest:
             frozen=None if frozen is None else {name: FrozenRecord.from_dict(entry, f"frozen.{name}.")
                                                 for name, entry in frozen.items()},
             tuning=None if data.get("tuning") is None else TuningRecord.from_dict(data["tuning"]),
+            features=_features(data),
+            preprocessing=_get(data, "preprocessing", str) if "preprocessing" in data else None,
         )
 
     def to_dict(self) -> dict:
@@ -444,6 +472,10 @@ class Manifest:
             data["frozen"] = {name: entry.to_dict() for name, entry in self.frozen.items()}
         if self.tuning is not None:
             data["tuning"] = self.tuning.to_dict()
+        if self.features is not None:
+            data["features"] = self.features
+        if self.preprocessing is not None:
+            data["preprocessing"] = self.preprocessing
         return data
 
     def to_json(self) -> str:
@@ -476,11 +508,15 @@ def load_manifest(directory: Path) -> Manifest:
 
 
 def verify_artifact(directory: Path) -> Manifest:
-    """Hashes first, then the manifest's own file list; returns the manifest."""
+    """Hashes first, then the manifest's own file list, then (when
+    `<directory>.attestations/` exists) the provenance's subjects; returns the manifest."""
     verify_sums(directory)
     manifest = load_manifest(directory)
     for name, entry in manifest.files.items():
         path = directory / name
         if not path.is_file() or sha256_file(path) != entry.sha256:
             raise ArtifactError(f"{name} does not match its sha256 in {MANIFEST_NAME}")
+    from .provenance import check_artifact  # imports artifact: not at the top
+
+    check_artifact(directory)
     return manifest

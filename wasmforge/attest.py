@@ -8,10 +8,16 @@ build (image ids, times, the host) goes into this sibling directory instead:
   weights it embeds, the crates of rust_app/Cargo.lock); those with scope
   `excluded` are the build environment (the builder image's Debian packages and
   its hash-locked Python packages).
-- `provenance.intoto.json`: an unsigned in-toto Statement v1 with a SLSA
-  provenance v1 predicate. Its subjects are the files of SHA256SUMS; it names
-  the git commit, the model's sha256, the builder and base images and the
-  command, and lists the SBOM as a byproduct.
+- `provenance.intoto.jsonl`: one DSSE envelope (payloadType
+  application/vnd.in-toto+json) around an in-toto Statement v1 with a SLSA
+  provenance v1 predicate, signed with Ed25519 when a key is given
+  (`--signing-key PATH` or $WASMFORGE_SIGNING_KEY; see `signing`), else with
+  an empty `signatures` list. Its subjects are the files of SHA256SUMS; it
+  names the source (canonical remote URL, commit and tree; never a local path),
+  the model's sha256, the builder and base images and the command (paths made
+  relative to the checkout or replaced by the file's sha256), and lists the
+  SBOM as a byproduct. No hostname: the builder id is the CI workflow when
+  there is one, else a constant.
 
 Both are built with their formats' own libraries (cyclonedx-python-lib, the
 in-toto attestation bindings) and validated before anything is written.
@@ -23,8 +29,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tomllib
 import uuid
@@ -50,31 +54,33 @@ from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import Statement
 from packageurl import PackageURL
 
-from . import __version__, artifact, images
+from . import __version__, artifact, checkout, images, signing
 from .hashing import sha256_file
 from .paths import CACHE, ROOT
+from .provenance import PROVENANCE_NAME, attestations_dir, read_subjects  # noqa: F401 (re-exported)
 
 SBOM_NAME = "sbom.cdx.json"
-PROVENANCE_NAME = "provenance.intoto.json"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 # A URN, not a URL: wasmforge has no web home to own a URL under, and SLSA
 # only asks for a collision-resistant URI. The fields are documented above.
 BUILD_TYPE = "urn:wasmforge:buildtype:docker-builder:v1"
+# The builder outside CI: no hostname (issue 12), the same on every machine.
+LOCAL_BUILDER_ID = "urn:wasmforge:builder:local-docker"
 DPKG_FORMAT = r"${Package}\t${Version}\t${Architecture}\n"
 
 
-def attestations_dir(final_dir: Path) -> Path:
-    return final_dir.with_name(final_dir.name + ".attestations")
-
-
 def write_attestations(final_dir: Path, *, client, builder_image, command: list[str],
-                       started: datetime, finished: datetime, root: Path = ROOT) -> Path:
+                       started: datetime, finished: datetime, root: Path = ROOT,
+                       signing_key=signing.ACTIVE) -> Path:
     """Write `<final_dir>.attestations/` for a published artifact and return it.
 
     `command` is the invocation as typed (see `command_line`); `started` and
-    `finished` are timezone-aware. Written to a staging directory and renamed
-    into place, like the artifact itself.
+    `finished` are timezone-aware. The provenance is signed with `signing_key`,
+    by default the key `signing.using` made active (or None: unsigned). Written
+    to a staging directory and renamed into place, like the artifact itself.
     """
+    if signing_key is signing.ACTIVE:
+        signing_key = signing.active_key()
     artifact.verify_sums(final_dir)  # never attest bytes that don't match their sums
     manifest = artifact.load_manifest(final_dir)
     invocation = uuid.uuid4()  # shared by the SBOM serial number and the provenance
@@ -88,7 +94,9 @@ def write_attestations(final_dir: Path, *, client, builder_image, command: list[
             final_dir, manifest, client=client, builder_image=builder_image, command=command,
             started=started, finished=finished, invocation=str(invocation),
             sbom_sha256=sha256_file(staging / SBOM_NAME), root=root)
-        (staging / PROVENANCE_NAME).write_text(json.dumps(statement, indent=2, sort_keys=True) + "\n")
+        payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+        envelope = signing.make_envelope(payload, signing_key)
+        (staging / PROVENANCE_NAME).write_text(json.dumps(envelope, sort_keys=True) + "\n")
         artifact.publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -99,19 +107,20 @@ def write_attestations(final_dir: Path, *, client, builder_image, command: list[
     return target
 
 
-def command_line(argv: list[str] | None = None) -> list[str]:
-    """The command as typed, e.g. ["invoke", "build", "--model", "x"], without the host's venv path."""
+def command_line(argv: list[str] | None = None, root: Path = ROOT, cwd: Path | None = None) -> list[str]:
+    """The command as typed, e.g. ["invoke", "build", "--model", "x"], without host
+    paths: the program's name only; a path inside the checkout relative to it, a
+    file outside it as `sha256:<hex>` of its bytes (`checkout.relative_argument`)."""
     argv = sys.argv if argv is None else argv
-    return [Path(argv[0]).name, *argv[1:]]
+    return [Path(argv[0]).name, *(checkout.relative_argument(a, root, cwd) for a in argv[1:])]
 
 
-def read_subjects(attestations: Path) -> dict[str, str]:
-    """{file name: sha256} of a provenance statement's subjects ({} if unreadable)."""
-    try:
-        statement = json.loads((attestations / PROVENANCE_NAME).read_text())
-        return {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+def builder_id(environ=os.environ) -> str:
+    """The workflow that ran the build under GitHub Actions, else a constant (never the hostname)."""
+    server, workflow = environ.get("GITHUB_SERVER_URL"), environ.get("GITHUB_WORKFLOW_REF")
+    if environ.get("GITHUB_ACTIONS") == "true" and server and workflow:
+        return f"{server}/{workflow}"
+    return LOCAL_BUILDER_ID
 
 
 # --- SBOM ----------------------------------------------------------------------
@@ -250,7 +259,7 @@ def build_provenance(final_dir: Path, manifest: artifact.Manifest, *, client, bu
                      root: Path = ROOT) -> dict:
     """The in-toto Statement as a JSON-ready dict; raises ValueError if the bindings reject it."""
     pins = images.load_pins()
-    commit, dirty, remote = git_state(root)
+    source = checkout.state(root)
     base_name = (builder_image.labels or {}).get("org.opencontainers.image.base.name", images.base_tag(pins))
     base = client.images.get(base_name)
     predicate = provenance_pb2.Provenance()
@@ -261,14 +270,13 @@ def build_provenance(final_dir: Path, manifest: artifact.Manifest, *, client, bu
     definition.internal_parameters.update(
         {"wasmforge": __version__, "builderRecipe": images.recipe_digest("builder", pins, root)})
     definition.resolved_dependencies.extend(rd.pb for rd in [
-        ResourceDescriptor(name="source", uri=remote or "", digest={"gitCommit": commit} if commit else None,
-                           annotations={"dirty": dirty}),
+        source_descriptor(source, root),
         ResourceDescriptor(name=_model_name(manifest), digest={"sha256": manifest.source.sha256}),
         _image_descriptor("builder image", builder_image),
         _image_descriptor("base image", base, name=base_name),
     ])
     run = predicate.run_details
-    run.builder.id = f"urn:wasmforge:host:{socket.gethostname()}"
+    run.builder.id = builder_id()
     run.builder.version.update({"wasmforge": __version__, "docker": client.version().get("Version", "")})
     run.metadata.invocation_id = invocation
     run.metadata.started_on.FromDatetime(started.astimezone(UTC))
@@ -291,15 +299,29 @@ def _image_descriptor(role: str, image, name: str | None = None) -> ResourceDesc
                      "layers": image.attrs.get("RootFS", {}).get("Layers", [])})
 
 
-def git_state(root: Path) -> tuple[str | None, bool, str | None]:
-    """(HEAD commit, whether the tree differs from it, origin URL without credentials)."""
-    def git(*args):
-        # GIT_OPTIONAL_LOCKS=0: `git status` must not rewrite the index of a tree being built.
-        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-        return proc.stdout.strip() if proc.returncode == 0 else None
+def source_descriptor(source: checkout.SourceState, root: Path = ROOT) -> ResourceDescriptor:
+    """The checkout: `git+<canonical remote>` when there is one (never a local path),
+    and always its content: commit and tree, or, outside git, a digest of the files."""
+    if source.commit:
+        digest = {"gitCommit": source.commit, "gitTree": source.tree}
+    else:
+        digest = {"sha256": files_digest(root)}
+    return ResourceDescriptor(name="source", uri=f"git+{source.remote}" if source.remote else "",
+                              digest=digest, annotations={"dirty": source.dirty})
 
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain") != ""  # None (no git) counts as dirty too
-    remote = git("remote", "get-url", "origin")
-    return commit, dirty, re.sub(r"//[^/@]*@", "//", remote) if remote else None
+
+SOURCE_FILES = ("wasmforge", "rust_app", "docker", "requirements", "models", "pyproject.toml", "tasks.py", "Makefile")
+
+
+def files_digest(root: Path = ROOT) -> str:
+    """sha256 over the sorted (relative path, sha256) of the source files (no git checkout)."""
+    import hashlib
+
+    lines = []
+    for top in SOURCE_FILES:
+        base = root / top
+        paths = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
+        for path in paths:
+            if path.is_file() and "__pycache__" not in path.parts and "target" not in path.relative_to(root).parts:
+                lines.append(f"{sha256_file(path)}  {path.relative_to(root).as_posix()}\n")
+    return hashlib.sha256("".join(sorted(lines, key=lambda ln: ln[66:])).encode()).hexdigest()

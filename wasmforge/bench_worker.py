@@ -183,9 +183,7 @@ def step_wasm_compile(request: dict, out_dir: Path) -> dict:
 
 def _bench_model_class():
     """WasmModel that also records instantiation times and the linear memory size."""
-    import wasmtime
-
-    from wasmforge.runner import WasmModel, wasi_store
+    from wasmforge.runner import WasmModel
 
     class BenchWasmModel(WasmModel):
         def __init__(self, cwasm: Path, memory_limit: int, time_limit: float,
@@ -197,27 +195,22 @@ def _bench_model_class():
             super().__init__(None, params_path=params_path, memory_limit=memory_limit,
                              time_limit=time_limit)
 
-        def _load_module(self) -> wasmtime.Module:
+        def _load_request(self) -> dict:
             # Precompiled by the compile step: deserialized, not compiled here.
-            return wasmtime.Module.deserialize_file(self.engine, str(self.cwasm))
+            return {"op": "load", "cwasm": str(self.cwasm)}
 
         def _instantiated(self, milliseconds: float) -> None:
             self.instantiate_ms.append(milliseconds)
 
-        def _finished(self, instance, store) -> None:
-            for export in instance.exports(store).values():
-                if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
-                    self.linear_memory_bytes = max(self.linear_memory_bytes, export.data_len(store))
+        def _finished(self, answer: dict) -> None:
+            # Linear memory never shrinks: its size at the end is its peak.
+            self.linear_memory_bytes = max(self.linear_memory_bytes, answer.get("memory_bytes") or 0)
 
         def instantiate_only(self) -> float:
-            """Milliseconds to instantiate (data segments copied, nothing run)."""
+            """Milliseconds to instantiate (data segments copied, nothing run), in the sandbox."""
             with tempfile.TemporaryDirectory(prefix="wasmforge-bench-") as tmp:
-                store, linker = wasi_store(self.engine, Path(tmp), ["--info"], self.memory_limit)
-                started = time.perf_counter()
-                linker.instantiate(store, self.module)
-                elapsed = (time.perf_counter() - started) * 1e3
-                del store, linker
-            return elapsed
+                answer = self._invoke(Path(tmp), ["--info"], instantiate_only=True)
+            return answer["instantiate_ms"]
 
     return BenchWasmModel
 
@@ -234,6 +227,8 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
                                  params_path=params)
     try:
         model.info_outputs  # noqa: B018 - one `--info` invocation, outside the timed run
+        # The module runs in the runner's sandbox process: its memory is what counts.
+        baseline = model.sandbox_peak_rss() or baseline
         emit(kind="phase", text=f"{runs + 1} inferences inside one instance (first is warm-up)")
         result = model.run(inputs, repeat=runs + 1)
     except WasmRunError as exc:
@@ -241,10 +236,15 @@ def step_wasm(request: dict, out_dir: Path) -> dict:
     if len(result.run_ms) != runs + 1:
         raise StepError(f"the module reported {len(result.run_ms)} timings for --repeat {runs + 1}")
     emit(kind="run", done=runs + 1)
-    peak_after_run = peak_rss_bytes()
+    peak_after_run = model.sandbox_peak_rss() or peak_rss_bytes()
     save_outputs(out_dir, result.outputs)
     emit(kind="phase", text="timing instantiation")
-    instantiate = model.instantiate_ms + [model.instantiate_only() for _ in range(max(2, min(runs, 10)))]
+    try:
+        instantiate = model.instantiate_ms + [model.instantiate_only() for _ in range(max(2, min(runs, 10)))]
+    except WasmRunError as exc:
+        raise StepError(f"the module failed to instantiate: {exc}") from None
+    finally:
+        model.close()
     return {
         **summary(result.run_ms[1:]),
         "warmup_ms": result.run_ms[0],

@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from . import __version__, artifact, buildlock, images, reference, tuning
-from .compiler.request import BuildRequest, JobResult, ModelJob
+from .compiler.request import DEFAULT_FEATURES, FEATURES, BuildRequest, JobResult, ModelJob
 from .container import Mount, StepOutput, run_step
 from .errors import UserError
 from .freeze import frozen_array
@@ -49,13 +49,15 @@ class Outcome:
 
 
 def build(model: str | None = None, onnx: str | None = None, name: str | None = None, *,
-          input_shapes=(), freeze=(), external_params: bool = False, dist: Path = DIST,
-          tuning_root: Path = tuning.TUNING, console: Console | None = None) -> Path:
+          input_shapes=(), freeze=(), external_params: bool = False, features: str = DEFAULT_FEATURES,
+          dist: Path = DIST, tuning_root: Path = tuning.TUNING, console: Console | None = None) -> Path:
     """Build `dist/<name>/`. With `external_params` the weights are not embedded in
     `<name>.wasm` but written beside it as `<name>.params.bin` (in SHA256SUMS and
-    the manifest); the module then takes `--params PATH` and checks the file."""
+    the manifest); the module then takes `--params PATH` and checks the file.
+    `features` (a key of compiler.request.FEATURES) are the SIMD features the
+    kernels may use; a build without the default is recorded in the manifest."""
     source = resolve_source(model, onnx, name, input_shapes=input_shapes, freeze=freeze)
-    (outcome,) = build_many([source], external_params=external_params, dist=dist,
+    (outcome,) = build_many([source], external_params=external_params, features=features, dist=dist,
                             tuning_root=tuning_root, console=console)
     if outcome.error is not None:
         raise outcome.error
@@ -63,7 +65,8 @@ def build(model: str | None = None, onnx: str | None = None, name: str | None = 
 
 
 def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_shapes=(), freeze=(),
-                external_params: bool = False, dist: Path = DIST, console: Console | None = None) -> list[Outcome]:
+                external_params: bool = False, features: str = DEFAULT_FEATURES, dist: Path = DIST,
+                console: Console | None = None) -> list[Outcome]:
     """`invoke build`: one model, or several in one builder container. Raises the
     model's own error for one model; for several, reports each and fails at the end."""
     requests = [(m, None) for m in models] + [(None, str(f)) for f in onnx_files]
@@ -80,12 +83,13 @@ def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_sha
     if len(requests) == 1:
         model, onnx = requests[0]
         path = build(model, onnx, name, input_shapes=input_shapes, freeze=freeze,
-                     external_params=external_params, dist=dist, console=console)
+                     external_params=external_params, features=features, dist=dist, console=console)
         return [Outcome(path.name, path)]
     if name:
         raise UserError("--name names one artifact; it cannot be used with several models")
     sources = [resolve_source(m, f, None, input_shapes=input_shapes, freeze=freeze) for m, f in requests]
-    outcomes = build_many(sources, external_params=external_params, dist=dist, console=console)
+    outcomes = build_many(sources, external_params=external_params, features=features, dist=dist,
+                          console=console)
     failed = [o for o in outcomes if o.error is not None]
     console = console or Console(stderr=True)
     console.print(f"[bold]{len(outcomes) - len(failed)} of {len(outcomes)} built[/]", highlight=False)
@@ -95,13 +99,16 @@ def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_sha
     return outcomes
 
 
-def build_many(sources: list[Source], *, external_params: bool = False, dist: Path = DIST,
-               tuning_root: Path = tuning.TUNING, console: Console | None = None) -> list[Outcome]:
+def build_many(sources: list[Source], *, external_params: bool = False, features: str = DEFAULT_FEATURES,
+               dist: Path = DIST, tuning_root: Path = tuning.TUNING,
+               console: Console | None = None) -> list[Outcome]:
     """Build every source in one builder container; one `Outcome` per source, in order.
 
     A model that fails does not stop the others; each artifact is byte-identical
     to the one a build of that model alone makes."""
     console = console or Console(stderr=True)
+    if features not in FEATURES:
+        raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     started_on = datetime.now(timezone.utc)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
@@ -124,13 +131,15 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
                 buildlock.clean_leftovers(dist, source.name, console, client)
                 stagings[source.name] = artifact.staging_dir(dist, source.name)
             compiled = compile_sources(sources, stagings, client=client, builder=builder, console=console,
-                                       external_params=external_params, tuning_root=tuning_root)
+                                       external_params=external_params, tuning_root=tuning_root,
+                                       features=features)
             for source, done in zip(sources, compiled):
                 t0 = time.monotonic()
                 outcome = Outcome(source.name)
                 try:
                     outcome.path = _finish(source, done.result, stagings.pop(source.name),
-                                           dist, builder, console, external_params, done.database)
+                                           dist, builder, console, external_params, done.database,
+                                           features)
                 except UserError as exc:
                     outcome.error = exc
                     if len(sources) > 1:  # one model: its error line says it all, once
@@ -163,12 +172,13 @@ class Compiled:
 
 def compile_sources(sources: list[Source], out_dirs: dict[str, Path], *, client, builder,
                     console: Console, external_params: bool = False,
-                    tuning_root: Path = tuning.TUNING, step_output: StepOutput | None = None) -> list[Compiled]:
+                    tuning_root: Path = tuning.TUNING, step_output: StepOutput | None = None,
+                    features: str = DEFAULT_FEATURES) -> list[Compiled]:
     """Only the builder step: one container compiles every (vetted) source into
     `out_dirs[name]`; one `Compiled` per source, in order. No reference check, no
     publishing (`build_many` does those). `step_output`, if given, collects the
     result lines as they come, so a caller still has them if the step fails."""
-    jobs, mounts, databases = _jobs(sources, out_dirs, external_params, tuning_root, console)
+    jobs, mounts, databases = _jobs(sources, out_dirs, external_params, tuning_root, console, features)
     command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
     step = run_step(client, builder.id, command, mounts, console, title="builder",
                     environment={"PYTHONPATH": "/src"}, output=step_output)
@@ -176,7 +186,7 @@ def compile_sources(sources: list[Source], out_dirs: dict[str, Path], *, client,
     return [Compiled(s, results.get(s.name), out_dirs[s.name], databases[s.name]) for s in sources]
 
 
-def _jobs(sources, stagings, external_params, tuning_root, console):
+def _jobs(sources, stagings, external_params, tuning_root, console, features=DEFAULT_FEATURES):
     """The request's jobs and every mount they need (container paths are fixed)."""
     mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(ROOT / "rust_app"), "/src/rust_app")]
     jobs, databases = [], {}
@@ -202,12 +212,13 @@ def _jobs(sources, stagings, external_params, tuning_root, console):
             mounts.append(Mount(str(database), tuning_db))
         jobs.append(ModelJob(name=source.name, onnx=f"{base}/model.onnx", out=out,
                              input_shapes=source.input_shapes, frozen=frozen,
-                             external_params=external_params, tuning_db=tuning_db))
+                             external_params=external_params, tuning_db=tuning_db,
+                             features=features, preprocessing=preprocessing_of(source)))
     return jobs, mounts, databases
 
 
 def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path, builder, console,
-            external_params: bool, database: Path | None) -> Path:
+            external_params: bool, database: Path | None, features: str = DEFAULT_FEATURES) -> Path:
     """Check one compiled model against onnxruntime and publish it."""
     try:
         if result is None:
@@ -220,7 +231,7 @@ def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path,
         check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
                                 external_params=external_params)
         write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
-                       tuning_digest=database and tuning.database_digest(database))
+                       tuning_digest=database and tuning.database_digest(database), features=features)
         artifact.write_sums(staging)
         final = dist / source.name
         artifact.publish(staging, final)
@@ -230,6 +241,14 @@ def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path,
     shown = final.relative_to(ROOT) if final.is_relative_to(ROOT) else final
     console.print(f"[bold green]built[/] {shown}", highlight=False)
     return final
+
+
+def preprocessing_of(source: Source) -> str | None:
+    """The registry's input preprocessing of a registry model (None for a file)."""
+    from .registry import get_model
+
+    registry_name = source.description.get("registry")
+    return get_model(registry_name).preprocessing if registry_name else None
 
 
 def _frozen_values(source: Source) -> dict[str, np.ndarray]:
@@ -327,7 +346,8 @@ def params_file_name(name: str) -> str:
 
 
 def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cases: int, *,
-                   external_params: bool = False, tuning_digest: str | None = None) -> artifact.Manifest:
+                   external_params: bool = False, tuning_digest: str | None = None,
+                   features: str = DEFAULT_FEATURES) -> artifact.Manifest:
     tool_versions = {k: v for k, v in images.image_versions(builder).items() if k != "inputs"}
     files = {name: artifact.FileRecord.of(staging / name) for name in artifact.artifact_files(staging)}
     params = None
@@ -365,6 +385,9 @@ def write_manifest(staging: Path, source: Source, graph_info: dict, builder, cas
         params=params,
         frozen=frozen,
         tuning=tuning_record,
+        # Only when not the default: a default build's manifest keeps its keys.
+        features=None if features == DEFAULT_FEATURES else features,
+        preprocessing=preprocessing_of(source),
     )
     manifest.write(staging)
     return manifest

@@ -38,6 +38,43 @@ def user_errors(func):
     return wrapper
 
 
+def _number(value, option: str, kind=int, minimum=None, allow_none: bool = False):
+    """An option's value as `kind` (int or float), at least `minimum`: else one `error:` line."""
+    from .errors import UserError
+
+    if value is None and allow_none:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != number or number in (float("inf"), float("-inf")) or \
+            (minimum is not None and number < minimum):
+        wanted = "an integer" if kind is int else "a number"
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise UserError(f"--{option} must be {wanted}{bound}, got {value!r}")
+    return number
+
+
+def _existing_file(path, option: str) -> None:
+    from .errors import UserError
+
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"--{option}: no such file: {path}")
+
+
+def _json_target(path, option: str = "json") -> None:
+    """`-` or a file in an existing directory."""
+    from .errors import UserError
+
+    if path is not None and path != "-":
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise UserError(f"--{option}: cannot write {path}: no such directory {target.parent}")
+        if target.is_dir():
+            raise UserError(f"--{option}: {path} is a directory")
+
+
 @task(help={"rebuild": "rebuild the images even if cached", "no_cache": "build without Docker's layer cache"})
 @user_errors
 def image(c, rebuild=False, no_cache=False):
@@ -63,27 +100,53 @@ def image(c, rebuild=False, no_cache=False):
         "freeze": "bake an input into the graph: NAME=NUMBER or NAME=FILE.npy (repeatable)",
         "external_params": "keep the weights out of the .wasm: <name>.params.bin beside it "
                            "(in SHA256SUMS); the module then needs --params PATH",
+        "signing_key": "Ed25519 private key (PEM) to sign the provenance with "
+                       "(default: $WASMFORGE_SIGNING_KEY; see `invoke keygen`)",
+        "features": "relaxed-simd (default, fastest: wasmtime, Chromium, Node 22+) or simd128 "
+                    "(portable: also Node 20, Firefox, Safari)",
     },
     iterable=["model", "onnx", "input_shape", "freeze"],
 )
 @user_errors
 def build(c, model=None, onnx=None, onnx_dir=None, name=None, input_shape=None, freeze=None,
-          external_params=False):
+          external_params=False, signing_key=None, features="relaxed-simd"):
     """Build dist/<name>/: the .wasm, manifest.json, reference data and SHA256SUMS.
 
     Several models (--model A --model B, --onnx-dir DIR) build in one builder
     container, the Rust runtime compiled once."""
-    _check_build_arguments(model or (), onnx or (), name, input_shape or (), freeze or ())
+    _check_build_arguments(model or (), onnx or (), name, input_shape or (), freeze or (), features)
+    key = _signing_key(signing_key, "provenance of this build will be unsigned")
     from .build import build_batch  # numpy, onnx, onnxruntime, docker, wasmtime: only now
+    from .signing import using
 
-    build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
-                input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params)
+    with using(key):
+        build_batch(models=model or [], onnx_files=onnx or [], onnx_dir=onnx_dir, name=name,
+                    input_shapes=input_shape or [], freeze=freeze or [], external_params=external_params,
+                    features=features)
 
 
-def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> None:
+def _signing_key(option, unsigned_note):
+    """The private key of --signing-key or $WASMFORGE_SIGNING_KEY (loaded, so a bad key
+    fails before any work), or None after a one-line warning."""
+    from .signing import KEY_ENV, load_private_key, signing_key_source
+
+    source = signing_key_source(option)
+    if source is None:
+        print(f"warning: no --signing-key or ${KEY_ENV}: the {unsigned_note} "
+              "(`invoke keygen` makes a key pair)", file=sys.stderr)
+        return None
+    return load_private_key(source)
+
+
+def _check_build_arguments(models, onnx_files, name, input_shapes, freeze, features="relaxed-simd") -> None:
     """What can be refused without the heavy modules: unknown or unsafe names, missing
     files, malformed shapes and values. `build_batch` checks all of it again."""
+    from .compiler.request import FEATURES
+    from .errors import UserError
     from .freeze import parse_freeze
+
+    if features not in FEATURES:
+        raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     from .registry import check_model_name, get_model
     from .source import parse_input_shapes
 
@@ -91,8 +154,6 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> No
         get_model(model)
     for path in onnx_files:
         if not Path(path).is_file():
-            from .errors import UserError
-
             raise UserError(f"no such file: {path}")
     if name:
         check_model_name(name)
@@ -100,32 +161,85 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze) -> No
     parse_freeze(freeze)
 
 
-@task(help={"model": "artifact name under dist/", "input": ".npy input file (repeatable)",
-            "output": ".npy file to write (repeatable)",
-            "time_limit": "seconds the module may run (default 600)",
+@task(help={"model": "artifact name under dist/",
+            "input": ".npy input file, '-' for stdin (repeatable; or one .npz of every input by name)",
+            "output": ".npy file to write, '-' for stdout (repeatable; or one .npz of every output)",
+            "overwrite": "replace an existing output file",
+            "time_limit": "seconds the module may run, wall clock (default 600)",
             "memory_limit": "linear memory the module may use, e.g. 512M or 2G (default 2G)"},
       iterable=["input", "output"])
 @user_errors
-def run(c, model, input=None, output=None, time_limit=None, memory_limit=None):
+def run(c, model, input=None, output=None, overwrite=False, time_limit=None, memory_limit=None):
     """Run dist/<model>/<model>.wasm on .npy inputs with wasmtime (after checking its hashes)."""
     from .run import run_artifact
 
-    run_artifact(model, [Path(p) for p in input or ()], [Path(p) for p in output or ()],
-                 time_limit=time_limit, memory_limit=memory_limit)
+    run_artifact(model, list(input or ()), list(output or ()), time_limit=time_limit,
+                 memory_limit=memory_limit, overwrite=overwrite)
 
 
 @task(help={"model": "artifact name under dist/",
             "rebuild": "also rebuild into a temporary directory and compare every byte",
-            "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx"})
+            "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx",
+            "provenance": "also check dist/<model>.attestations/: subjects vs every file, source commit, "
+                          "and the signature with --public-key",
+            "public_key": "Ed25519 public key (PEM) the provenance must be signed with (implies --provenance)"})
 @user_errors
-def verify(c, model, rebuild=False, onnx=None):
-    """Check dist/<model>/ against SHA256SUMS and its manifest; --rebuild checks reproducibility."""
-    from .verify import rebuild_and_compare, verify_hashes
+def verify(c, model, rebuild=False, onnx=None, provenance=False, public_key=None):
+    """Check dist/<model>/ against SHA256SUMS and its manifest; --provenance checks the
+    signed provenance; --rebuild checks reproducibility."""
+    _existing_file(onnx, "onnx")
+    from .verify import rebuild_and_compare, verify_hashes, verify_provenance
 
+    # With --provenance the signature is checked before anything parses the statement.
+    lines = verify_provenance(model, public_key=public_key) if provenance or public_key else []
     checked = verify_hashes(model)
     print(f"ok: {len(checked)} files match SHA256SUMS and the manifest")
+    for line in lines:
+        print(line)
     if rebuild:
         rebuild_and_compare(model, onnx=onnx)
+
+
+@task(help={"out": "where to write the private key (default ~/.config/wasmforge/signing-key.pem); "
+                   "the public key goes to OUT.pub"})
+@user_errors
+def keygen(c, out=None):
+    """Make an Ed25519 key pair for signing provenance (`invoke build --signing-key`)."""
+    from .signing import KEY_ENV, generate_keypair
+
+    if out is None:
+        path = Path.home() / ".config" / "wasmforge" / "signing-key.pem"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    else:
+        path = Path(out)
+    public, keyid = generate_keypair(path)
+    print(f"private key: {path} (mode 0600; keep it out of the checkout, dist/ and images; "
+          f"or put its PEM text in ${KEY_ENV})")
+    print(f"public key:  {public} (keyid {keyid}): give it to `invoke verify --public-key`")
+
+
+@task(help={"model": "artifact name under dist/ (repeatable)",
+            "signing_key": "Ed25519 private key (PEM); default $WASMFORGE_SIGNING_KEY"},
+      iterable=["model"])
+@user_errors
+def sign(c, model=None, signing_key=None):
+    """Sign the provenance of built artifacts (checked against their files first)."""
+    from .errors import UserError
+    from .paths import DIST
+    from .provenance import sign as sign_provenance
+    from .run import artifact_dir
+    from .signing import KEY_ENV, load_private_key, signing_key_source
+
+    if not model:
+        raise UserError("give at least one --model NAME")
+    directories = [artifact_dir(m, DIST) for m in model]
+    source = signing_key_source(signing_key)
+    if source is None:
+        raise UserError(f"no key: pass --signing-key PATH or set ${KEY_ENV}")
+    key = load_private_key(source)
+    for directory in directories:
+        keyid = sign_provenance(directory, key)
+        print(f"signed: {directory.name}.attestations/ (keyid {keyid[:16]}...)")
 
 
 @task(help={"model": "artifact name under dist/ (built from the registry if missing)",
@@ -144,11 +258,15 @@ def smoke(c, model, build=False):
             "rounds": "alternate the engines in this many rounds, the runs split over them (default 3)",
             "tract": "also measure the tract wasm peer (built once per machine, ~20 min; default on)"})
 @user_errors
-def bench(c, model, runs=10, json=None, onnx=None, rounds=3, tract=True):
+def bench(c, model, runs=None, json=None, onnx=None, rounds=None, tract=True):
     """Time dist/<model>/ under wasmtime against tract (wasm), onnxruntime (1 thread, all cores) and native TVM."""
+    runs = _number(10 if runs is None else runs, "runs", int, 1)  # a None default: invoke would int() it
+    rounds = _number(3 if rounds is None else rounds, "rounds", int, 1)
+    _json_target(json)
+    _existing_file(onnx, "onnx")
     from .bench import bench as run_bench
 
-    run_bench(model, runs=int(runs), json_path=json, onnx=onnx, rounds=int(rounds), tract=tract)
+    run_bench(model, runs=runs, json_path=json, onnx=onnx, rounds=rounds, tract=tract)
 
 
 @task(
@@ -164,6 +282,7 @@ def bench(c, model, runs=10, json=None, onnx=None, rounds=3, tract=True):
 @user_errors
 def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=False):
     """Without compiling: operators vs the TVM frontend, opset, dynamic dims, parameters, .wasm size."""
+    _existing_file(onnx, "onnx")
     from . import check as checking
 
     if list_ops:
@@ -174,15 +293,23 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
 
 @task(help={"model": "a model from models.toml", "onnx": "or your own ONNX file",
             "name": "name of the artifact the database is for (default: model name or file stem)",
-            "trials": "records wanted per conv task", "max_tasks": "tune at most this many tasks now (0: all)"})
+            "trials": "records wanted per conv task (default 64)",
+            "max_tasks": "tune at most this many tasks now (default 0: all)"})
 @user_errors
-def tune(c, model=None, onnx=None, name=None, trials=64, max_tasks=0):
+def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None):
     """MetaSchedule-tune the conv kernels into tuning/<name>/wasm32-simd128/ (resumable).
 
     `invoke build` applies the database when it exists and records its sha256."""
+    trials = _number(64 if trials is None else trials, "trials", int, 1)
+    max_tasks = _number(0 if max_tasks is None else max_tasks, "max-tasks", int, 0)
+    _existing_file(onnx, "onnx")
+    if model:
+        from .registry import get_model
+
+        get_model(model)
     from .tuning import tune as tune_model
 
-    tune_model(model, onnx, name, trials=int(trials), max_tasks=int(max_tasks))
+    tune_model(model, onnx, name, trials=trials, max_tasks=max_tasks)
 
 
 @task(help={"only": "just this corpus model (repeatable)", "list": "list the corpus, fetch nothing",
@@ -207,14 +334,31 @@ def corpus(c, only=None, list=False, build=False, all=False):
             "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
             "min_pass": "fail if a suite's pass rate (percent) is below this"})
 @user_errors
-def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
+def conformance(c, suite="all", jobs=None, limit=None, seed=None, chunk=None, json=None, docs=False, rerun=False,
                 keep=False, min_pass=None):
     """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
+    jobs = _number(1 if jobs is None else jobs, "jobs", int, 1)
+    chunk = _number(50 if chunk is None else chunk, "chunk", int, 1)
+    seed = _number(0 if seed is None else seed, "seed", int, 0)
+    limit = _number(limit, "limit", int, 1, allow_none=True)
+    min_pass = _number(min_pass, "min-pass", float, 0, allow_none=True)
+    _json_target(json)
     from wasmforge.conformance.run import conformance as run_conformance
 
-    run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
-                    chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep,
-                    min_pass=float(min_pass) if min_pass is not None else None)
+    run_conformance(suite, jobs=jobs, limit=limit, seed=seed, chunk=chunk, json_path=json, docs=docs,
+                    rerun=rerun, keep=keep, min_pass=min_pass)
+
+
+@task(help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",
+            "model": "the models both must have built (repeatable; default: every artifact found)"},
+      iterable=["model"])
+@user_errors
+def compare_builds(c, first, second, model=None):
+    """Release gate: two independent builds' SHA256SUMS must be identical for every model."""
+    from .release import compare_builds as compare
+
+    for name in compare(Path(first), Path(second), model or None):
+        print(f"identical: {name}")
 
 
 @task
@@ -225,9 +369,11 @@ def models(c):
 
     for spec in load_registry().values():
         print(f"{spec.name:16} {spec.description}")
+        print(f"{'':16} preprocessing: {spec.preprocessing}")
 
 
-namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance)
+namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance,
+                       keygen, sign, compare_builds)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 
 

@@ -2,7 +2,12 @@
 the CLI imports this module before anything heavy, and the smoke image too)."""
 
 
-class UserError(Exception):
+class WasmforgeError(Exception):
+    """Every error wasmforge raises on purpose: its message is one line meant for the user
+    (`wasmforge.Error` in the Python API)."""
+
+
+class UserError(WasmforgeError):
     """A problem the user can fix (bad input, missing prerequisite).
 
     `wasmforge.cli` prints it as a single `error: ...` line and exits with `exit_code`
@@ -14,7 +19,7 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-class WasmRunError(Exception):
+class WasmRunError(WasmforgeError):
     """A module run by `runner.WasmModel` refused its input (exit 2), failed, trapped or hit a limit."""
 
     def __init__(self, message: str, exit_code: int):

@@ -240,12 +240,14 @@ def lock_versions(requirements: Path) -> dict[str, str]:
 def labels_for(kind: str, pins: dict, base_ref: str, inputs: str, root: Path = ROOT) -> dict[str, str]:
     spec = pins[kind]
     pip = lock_versions(root / spec["requirements"])
-    # userinfo stripped: a remote URL may carry a token
-    source = re.sub(r"//[^/@]*@", "//", _git(root, "remote", "get-url", "origin") or "unknown")
+    from .checkout import state
+
+    # A canonical remote URL (userinfo stripped), never a local path.
+    source = state(root)
     labels = {
         "org.opencontainers.image.title": f"wasmforge-{kind}",
-        "org.opencontainers.image.source": source,
-        "org.opencontainers.image.revision": _git(root, "rev-parse", "HEAD") or "unknown",
+        "org.opencontainers.image.source": source.remote or "unknown",
+        "org.opencontainers.image.revision": source.commit or "unknown",
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.base.name": base_ref,
         LABEL_PREFIX + "inputs": inputs,
@@ -386,8 +388,3 @@ def _follow_build(stream, console: Console, tag: str, log_path: Path) -> None:
                     lines.append(line)
         finish_step()
     console.print(f"built {tag} in {time.monotonic() - t_build:.1f}s")
-
-
-def _git(root: Path, *args: str) -> str | None:
-    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None

@@ -157,8 +157,12 @@ def get_model(name: str, registry: Mapping[str, ModelSpec] | None = None) -> Mod
     try:
         return registry[name]
     except KeyError:
+        import difflib
+
         known = ", ".join(sorted(registry)) or "(none)"
-        raise UserError(f"unknown model {name!r}; known models: {known}") from None
+        close = difflib.get_close_matches(name, sorted(registry), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"unknown model {name!r}{hint}; known models: {known}") from None
 
 
 # --- parsing -------------------------------------------------------------------------

@@ -19,11 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import wasmtime
-
 from .artifact import MANIFEST_NAME, ArtifactError, Manifest, verify_artifact
+from .errors import UserError, WasmRunError
+from .model import Model
 from .reference import compare, load_case
-from .runner import WasmModel, WasmRunError
 
 EXIT_FAILED = 1  # the module ran but disagreed, failed or hit a limit
 EXIT_REFUSED = 2  # the artifact does not match its hashes or manifest: nothing ran
@@ -50,22 +49,23 @@ def run_cases(directory: Path, manifest: Manifest, memory_limit: int, time_limit
 
     `manifest` comes from `verify_artifact`, which has validated it and checked
     every file it lists (the module and any weights file among them)."""
-    params = manifest.params_file
-    module = WasmModel(directory / manifest.wasm, params_path=directory / params if params else None,
-                       memory_limit=memory_limit, time_limit=time_limit)
+    model = Model(directory, manifest, memory_limit=memory_limit, time_limit=time_limit)
     rule = manifest.reference
     results = []
-    for case in range(rule.cases):
-        inputs, expected = load_case(directory, case)
-        try:
-            run = module.run(inputs)
-        except WasmRunError as exc:  # a trap or a limit fails this case; the others still run
-            results.append(CaseResult(case, False, note=str(exc)))
-            continue
-        comparison = compare(run.outputs, expected, relative_tolerance=rule.relative_tolerance,
-                             absolute_floor=rule.absolute_floor)
-        results.append(CaseResult(case, comparison.ok, comparison.max_abs_diff, comparison.tolerance,
-                                  comparison.same_top1, run.wall_s * 1000))
+    try:
+        for case in range(rule.cases):
+            inputs, expected = load_case(directory, case)
+            try:
+                run = model.wasm.run(model.check_feeds({t.name: a for t, a in zip(model.inputs, inputs)}))
+            except (WasmRunError, UserError) as exc:  # a trap or a limit fails this case; the others still run
+                results.append(CaseResult(case, False, note=str(exc)))
+                continue
+            comparison = compare(run.outputs, expected, relative_tolerance=rule.relative_tolerance,
+                                 absolute_floor=rule.absolute_floor)
+            results.append(CaseResult(case, comparison.ok, comparison.max_abs_diff, comparison.tolerance,
+                                      comparison.same_top1, run.wall_s * 1000))
+    finally:
+        model.close()
     return results
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = run_cases(directory, manifest, args.memory_limit_mib << 20, args.time_limit)
-    except (OSError, ValueError, wasmtime.WasmtimeError) as exc:  # module or .npy unloadable
+    except (OSError, ValueError, WasmRunError) as exc:  # module or .npy unloadable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _fail(f"{name}: cannot run the reference cases: {first}", EXIT_FAILED)
     for line in format_table(results):

@@ -1,4 +1,5 @@
-"""`invoke verify`: check an artifact's hashes, and optionally rebuild it and compare bytes."""
+"""`invoke verify`: check an artifact's hashes and its provenance, and optionally
+rebuild it and compare bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from . import artifact
 from .errors import UserError
-from .paths import DIST
+from .paths import DIST, ROOT
 from .run import artifact_dir
 
 
@@ -21,6 +22,75 @@ def verify_hashes(model: str, dist: Path = DIST) -> list[str]:
     checked = artifact.verify_sums(directory)
     artifact.verify_artifact(directory)
     return checked
+
+
+def verify_provenance(model: str, dist: Path = DIST, public_key: str | None = None,
+                      root: Path = ROOT) -> list[str]:
+    """Check `dist/<model>.attestations/provenance.intoto.jsonl`: its signature (with
+    `public_key`), its subjects against every file and SHA256SUMS, and its source
+    against this checkout. Returns what was checked, one line each; ArtifactError
+    (or UserError for a bad key file) naming the first problem."""
+    from . import checkout, provenance, signing
+
+    directory = artifact_dir(model, dist)
+    sums = artifact.read_sums(directory)
+    artifact.verify_sums(directory)  # every file in dist/<model>/ matches SHA256SUMS
+    attestations = provenance.attestations_dir(directory)
+    where = f"{attestations.name}/{provenance.PROVENANCE_NAME}"
+    if not attestations.is_dir():
+        raise provenance.ProvenanceError(f"{model} has no provenance: {attestations.name}/ is missing")
+    if not (attestations / provenance.PROVENANCE_NAME).exists() \
+            and (attestations / provenance.LEGACY_NAME).exists():
+        raise provenance.ProvenanceError(f"{attestations.name}/ holds an unsigned statement of an older "
+                                         f"wasmforge, not a DSSE envelope: rebuild {model}")
+    key = signing.load_public_key(public_key) if public_key else None
+    envelope = provenance.read_envelope(attestations)
+    lines = []
+    if key is not None:  # DSSE: the signature first, then parse what it covers
+        try:
+            keyid = signing.verify_envelope(envelope, key)
+        except signing.EnvelopeError as exc:
+            raise provenance.ProvenanceError(f"{where}: {exc}") from None
+        lines.append(f"ok: signature verified with {public_key} (keyid {keyid[:16]}...)")
+    elif envelope["signatures"]:
+        ids = ", ".join(s.get("keyid", "")[:16] + "..." for s in envelope["signatures"])
+        lines.append(f"note: signed (keyid {ids}) but not checked: pass --public-key PATH")
+    else:
+        lines.append("note: the provenance is unsigned (built without a signing key): "
+                     "it is a checksum list, not evidence of who built it")
+    statement = provenance.statement_of(envelope, where)
+    count = provenance.check_subjects(directory, statement, sums)
+    lines.append(f"ok: the {count} attested files are exactly the files of dist/{model}/ and SHA256SUMS")
+    lines.extend(_check_source(statement, root, where, checkout))
+    return lines
+
+
+def _check_source(statement: dict, root: Path, where: str, checkout) -> list[str]:
+    from .provenance import ProvenanceError
+
+    try:
+        deps = statement["predicate"]["buildDefinition"].get("resolvedDependencies", [])
+        source = next((d for d in deps if isinstance(d, dict) and d.get("name") == "source"), None) or {}
+        digest = source.get("digest") or {}
+        commit, tree = digest.get("gitCommit"), digest.get("gitTree")
+    except (KeyError, TypeError, AttributeError):
+        raise ProvenanceError(f"{where}: the statement is not a SLSA provenance with a build definition") from None
+    if not commit:
+        return ["note: the provenance records no source commit (built outside a git checkout)"]
+    dirty = " (built with uncommitted changes: the commit does not describe them)" \
+        if isinstance(source.get("annotations"), dict) and source["annotations"].get("dirty") else ""
+    here = checkout.state(root)
+    if here.commit is None:
+        return [f"note: source commit {commit[:12]} not checked: {root.name} is not a git checkout{dirty}"]
+    found = checkout.tree_of(commit, root)
+    if found is None:
+        raise ProvenanceError(f"{where}: the source commit {commit} is not in this checkout "
+                              f"(fetch it, or verify in a clone that has it)")
+    if tree and found != tree:
+        raise ProvenanceError(f"{where}: the source commit {commit[:12]} has tree {found[:12]} here, "
+                              f"the provenance says {tree[:12]}")
+    at = "HEAD" if commit == here.commit else f"in this checkout (HEAD is {here.commit[:12]})"
+    return [f"ok: source commit {commit[:12]} is {at}{dirty}"]
 
 
 def differing_files(first: Path, second: Path) -> list[str]:
@@ -47,7 +117,7 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
         raise UserError(f"{model} was built from a file; pass it again with --onnx PATH to rebuild")
     with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=dist) as tmp:
         rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
-                        external_params=manifest.params is not None,
+                        external_params=manifest.params is not None, features=manifest.feature_set,
                         dist=Path(tmp), console=console)
         different = differing_files(directory, rebuilt)
         for name in different:

@@ -128,3 +128,21 @@ def test_build_graph_describes_the_graph(tmp_path):
     assert info["target"]["mtriple"] == "wasm32-unknown-unknown"
     assert [i["name"] for i in info["inputs"]] == ["x"]
     assert info["params_size"] == (tmp_path / "params.bin").stat().st_size
+
+
+@pytest.mark.parametrize("features, mattr", [("simd128", ["+simd128"]),
+                                             ("relaxed-simd", ["+simd128", "+relaxed-simd"])])
+def test_features_choose_the_kernels_simd(tmp_path, features, mattr):
+    """`invoke build --features`: TVM's mattr, and the kernel object's own feature list."""
+    from wasmforge.compiler.graph_lib import build_graph
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(), path)
+    try:
+        info = build_graph(path, tmp_path, "m", {}, features=features)
+    except FileNotFoundError:  # llvm-ar
+        pytest.skip("needs llvm-ar")
+    assert info["target"]["mattr"] == mattr
+    # wasm-ld's target_features section of kernels.o names what the code uses.
+    archive = (tmp_path / "libgraph_wasm32.a").read_bytes()
+    assert b"simd128" in archive and (b"relaxed-simd" in archive) == (features == "relaxed-simd")

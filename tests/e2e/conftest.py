@@ -80,3 +80,20 @@ def docker_left_as_found(docker_daemon):
     left = [c.name for c in docker_daemon.containers.list(all=True, filters={"status": ["created", "exited", "dead"]})
             if c.id not in before]
     assert not left, f"containers left behind by the test suite: {left}"
+
+
+PORTABLE = "lenet-digits-simd128"
+
+
+@pytest.fixture(scope="session")
+def portable_artifact(docker_daemon):
+    """dist/lenet-digits-simd128/: lenet-digits built with `--features simd128` (no
+    relaxed SIMD: Node 20, Firefox, Safari), built once only if it is missing."""
+    from wasmforge.paths import DIST
+
+    directory = DIST / PORTABLE
+    if not (directory / "SHA256SUMS").is_file():
+        from wasmforge.build import build
+
+        build(model="lenet-digits", name=PORTABLE, features="simd128")
+    return directory

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import wasmtime
 from rich.console import Console
 
 from wasmforge import artifact, reference, smoke
 from wasmforge.build import build, load_case
 from wasmforge.paths import ROOT
 from wasmforge.run import run_artifact
-from wasmforge.runner import WasmModel, WasmRunError, wasi_store
+from wasmforge.runner import WasmModel, WasmRunError
 
 pytestmark = pytest.mark.e2e
 
@@ -102,12 +101,9 @@ def test_weights_file_is_read_only_to_the_module(ext, tmp_path):
     np.save(tmp_path / "input0.npy", inputs[0])
     flag, model_dir = module.params_args()
     args = [*flag, "--input", "/io/input0.npy", "--output", "/model/stolen.npy"]
-    store, linker = wasi_store(module.engine, tmp_path, args, module.memory_limit, model_dir=model_dir)
-    instance = linker.instantiate(store, module.module)
-    with pytest.raises(wasmtime.ExitTrap) as info:
-        instance.exports(store)["_start"](store)
-    assert info.value.code == 2
-    assert "cannot create '/model/stolen.npy'" in (tmp_path / ".stderr").read_text()
+    with pytest.raises(WasmRunError, match=r"cannot create '/model/stolen\.npy'") as info:
+        module._invoke(tmp_path, args, model_dir=model_dir)
+    assert info.value.exit_code == 2
     assert not (ext / "stolen.npy").exists()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmforge import images
+from wasmforge import checkout, images
 from wasmforge.errors import UserError
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +54,9 @@ def test_builder_labels(builder):
     assert versions["tvm"] == "0.27.0.post1" and versions["inputs"] == builder.tags[0].split(":")[1]
     for key in ("title", "source", "revision", "version"):
         assert builder.labels.get(f"org.opencontainers.image.{key}")
+    # A canonical remote URL, or "unknown" when origin is a local path (issue 12).
+    source = builder.labels["org.opencontainers.image.source"]
+    assert source == "unknown" or checkout.canonical_remote(source) == source, source
     assert builder.attrs["Config"]["User"] == "builder"
 
 

@@ -3,6 +3,7 @@ environment value or local CA certificate, in any file of dist/<name>/."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -45,3 +46,17 @@ def test_no_private_strings_in_the_artifact(built_artifact, name):
         data = path.read_bytes()
         leaked = [what for what, value in secrets.items() if value in data]
         assert not leaked, f"{path.relative_to(directory)} contains {leaked}"
+
+
+def test_no_private_strings_in_the_attestations(built_artifact):
+    """dist/<name>.attestations/ too (issue 12): no checkout path, home or hostname
+    in the SBOM or in the provenance statement inside its envelope."""
+    from wasmforge import provenance
+
+    directory = built_artifact("lenet-digits")
+    attestations = provenance.attestations_dir(directory)
+    statement = json.dumps(provenance.read_statement(attestations)[0]).encode()
+    secrets = private_strings()
+    for name, data in [("statement", statement), *((p.name, p.read_bytes()) for p in attestations.iterdir())]:
+        leaked = [what for what, value in secrets.items() if value in data]
+        assert not leaked, f"{name} contains {leaked}"

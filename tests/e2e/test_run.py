@@ -65,3 +65,31 @@ def test_wrong_number_of_inputs(built_artifact, tmp_path):
     with pytest.raises(UserError, match="takes 2 input"):
         run_artifact("bert-synth", [tmp_path / "ids.npy"], [tmp_path / "out.npy"],
                      dist=directory.parent)
+
+
+# --- the Python API on the real lenet-digits ---------------------------------------------
+
+
+def test_python_api_classifies_digits(built_artifact, tmp_path):
+    import shutil
+
+    from sklearn.datasets import load_digits
+
+    import wasmforge
+
+    directory = built_artifact("lenet-digits")
+    digits = load_digits()
+    model = wasmforge.load(directory)
+    assert [(t.name, t.shape) for t in model.inputs] == [("input", (1, 1, 8, 8))]
+    right = 0
+    for image, label in zip(digits.images[:30], digits.target[:30]):
+        x = (image / 16).astype(np.float32).reshape(1, 1, 8, 8)
+        right += int(model.run({"input": x})["logits"].argmax()) == label
+    assert right >= 28
+    model.close()
+    copy = shutil.copytree(directory, tmp_path / "lenet-digits")
+    data = bytearray((copy / "lenet-digits.wasm").read_bytes())
+    data[len(data) // 2] ^= 1
+    (copy / "lenet-digits.wasm").write_bytes(bytes(data))
+    with pytest.raises(wasmforge.Error, match=r"^lenet-digits\.wasm does not match its sha256 in SHA256SUMS$"):
+        wasmforge.load(copy)

@@ -27,7 +27,7 @@ def test_run_task_limits(built_artifact, tmp_path):
     built_artifact("lenet-digits")
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
     out = tmp_path / "y.npy"
-    run = ("run", "--model", "lenet-digits", "--input", str(tmp_path / "x.npy"), "--output", str(out))
+    run = ("run", "--model", "lenet-digits", "--input", str(tmp_path / "x.npy"), "--output", str(out), "--overwrite")
     code, _, err = invoke(*run, "--time-limit", "30", "--memory-limit", "64M")
     assert code == 0, err
     code, _, err = invoke(*run, "--memory-limit", "1M")

@@ -139,3 +139,38 @@ def test_container_is_locked_down(client, smoke_image, lenet):
     assert int(found["cap_eff"], 16) == 0 and found["no_new_privs"] == "1"
     assert found["pids_max"] == str(smoke_host.container_settings(lenet)["pids_limit"])
     assert int(found["memory_max"]) == 2 << 30
+
+
+# --- deadlines, exercised (not only read from the settings) ---------------------------
+
+
+def test_in_the_container_a_blocked_module_stops_at_the_time_limit(client, smoke_image, tmp_path):
+    """The runner's wall clock inside the locked-down container (pids and /tmp limits
+    included): a module sleeping in poll_oneoff fails its case within the limit + 1 s."""
+    from tests.wasm_modules import SLEEPER, identity_artifact
+
+    artifact = identity_artifact(tmp_path / "dist", wat=SLEEPER)
+    for path in [artifact, *artifact.rglob("*")]:  # the container's user is uid 1000
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    command = [*smoke_host.SMOKE_COMMAND, "--time-limit", "2"]
+    result = smoke_host.run_container(client, smoke_image, artifact, command)
+    assert result.exit_code == smoke.EXIT_FAILED, result.lines
+    rows = [ln.split() for ln in result.lines if ln.split() and ln.split()[0].isdigit()]
+    assert rows[0][1] == "FAIL" and "time limit exceeded (2 s)" in " ".join(rows[0]), result.lines
+    assert not result.timed_out
+
+
+def test_the_container_is_killed_at_its_own_wall_clock_limit(client, smoke_image, lenet):
+    import dataclasses
+    import time
+
+    from wasmforge.container import smoke_profile
+
+    profile = dataclasses.replace(smoke_profile(), wall_limit=3.0)
+    started = time.monotonic()
+    result = smoke_host.run_container(client, smoke_image, lenet,
+                                      [smoke_host.PYTHON, "-c", "import time; time.sleep(600)"], profile=profile)
+    assert result.timed_out and result.exit_code != 0
+    assert time.monotonic() - started < 30
+    assert smoke_host.failure_message(result, profile.wall_limit) == \
+        "smoke container killed: it ran past its wall-clock limit of 3 s"

@@ -16,22 +16,31 @@ import numpy as np
 import onnx
 
 from .frontend import ModelError, graph_inputs, import_relax, load_onnx, unsupported_ops
+from .request import DEFAULT_FEATURES, FEATURES
 
-# Only simd128 and relaxed-simd are enabled: the default "generic" wasm CPU
-# would also turn on bulk-memory, multivalue, reference-types, ... which not
-# every engine has. relaxed-simd + fp contraction turn the convolutions'
-# multiply-adds into `f32x4.relaxed_madd` (an FMA under wasmtime on FMA hosts).
-# -disable-lsr: LLVM's loop strength reduction drops `nuw` from the address
-# arithmetic, and then no constant offset folds into a load's offset field.
-# See docs/performance-notes.md.
-WASM_TARGET = {
-    "kind": "llvm",
-    "mtriple": "wasm32-unknown-unknown",
-    "mcpu": "mvp",
-    "mattr": ["+simd128", "+relaxed-simd"],
-    "fast-math-contract": True,
-    "cl-opt": ["-disable-lsr"],
-}
+
+def wasm_target(features: str = DEFAULT_FEATURES) -> dict:
+    """TVM's target for the kernels with `features` (a key of request.FEATURES).
+
+    Only the SIMD features are enabled: the default "generic" wasm CPU would
+    also turn on bulk-memory, multivalue, reference-types, ... which not every
+    engine has. relaxed-simd + fp contraction turn the convolutions'
+    multiply-adds into `f32x4.relaxed_madd` (an FMA under wasmtime on FMA
+    hosts); with simd128 alone they stay a multiply and an add.
+    -disable-lsr: LLVM's loop strength reduction drops `nuw` from the address
+    arithmetic, and then no constant offset folds into a load's offset field.
+    See docs/performance-notes.md."""
+    return {
+        "kind": "llvm",
+        "mtriple": "wasm32-unknown-unknown",
+        "mcpu": "mvp",
+        "mattr": list(FEATURES[features]),
+        "fast-math-contract": True,
+        "cl-opt": ["-disable-lsr"],
+    }
+
+
+WASM_TARGET = wasm_target()
 
 
 class StageError(ModelError):
@@ -48,7 +57,7 @@ def _last_line(exc: BaseException) -> str:
 
 
 def lower(model: onnx.ModelProto, inputs: list[dict], tuning_db: Path | None = None,
-          warnings: list[str] | None = None):
+          warnings: list[str] | None = None, features: str = DEFAULT_FEATURES):
     """Import into Relax, optimise for inference and lower for the wasm32 target."""
     import tvm
 
@@ -58,7 +67,7 @@ def lower(model: onnx.ModelProto, inputs: list[dict], tuning_db: Path | None = N
         mod = import_relax(model, inputs)
     except Exception as exc:  # the frontend raises many kinds for bad graphs
         raise StageError("import", f"TVM could not import the model: {_last_line(exc)}") from None
-    target = tvm.target.Target(WASM_TARGET)
+    target = tvm.target.Target(wasm_target(features))
     try:
         mod = optimize(mod, target, tuning_db, warnings=warnings)
     except Exception as exc:  # noqa: BLE001 - the default pipeline itself failed
@@ -107,7 +116,7 @@ def toolchain_versions() -> dict[str, str]:
 
 def prepare_and_lower(onnx_path: Path, shapes: dict[str, list[int]], *,
                       frozen: dict[str, dict] | None = None, tuning_db: Path | None = None,
-                      warnings: list[str] | None = None):
+                      warnings: list[str] | None = None, features: str = DEFAULT_FEATURES):
     """(prepared model, its inputs, lowered module, target): the steps every user of
     the compiler shares, the build and the bench's native run alike."""
     from .prepare import prepare
@@ -120,20 +129,20 @@ def prepare_and_lower(onnx_path: Path, shapes: dict[str, list[int]], *,
             + ", ".join(missing)
         )
     inputs = graph_inputs(model, shapes)
-    mod, target = lower(model, inputs, tuning_db, warnings)
+    mod, target = lower(model, inputs, tuning_db, warnings, features)
     return model, inputs, mod, target
 
 
 def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, list[int]], *,
                 frozen: dict[str, dict] | None = None, tuning_db: Path | None = None,
-                warnings: list[str] | None = None) -> dict:
+                warnings: list[str] | None = None, features: str = DEFAULT_FEATURES) -> dict:
     """Write kernels, plan.json and params.bin into `out_dir`; return the graph's description."""
     import json
 
     from .plan import PlanError, derive_plan
 
     model, inputs, mod, target = prepare_and_lower(onnx_path, shapes, frozen=frozen, tuning_db=tuning_db,
-                                                   warnings=warnings)
+                                                   warnings=warnings, features=features)
     output_names = [o.name for o in model.graph.output]
     try:
         plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs], output_names)
@@ -146,7 +155,7 @@ def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, lis
     (out_dir / "params.bin").write_bytes(params)
     (out_dir / "plan.json").write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
     return {
-        "target": WASM_TARGET,
+        "target": wasm_target(features),
         "versions": toolchain_versions(),
         "inputs": inputs,
         "outputs": [{"name": o["name"], "shape": plan["tensors"][o["tensor"]]["shape"],

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .request import STEP_PREFIX, BuildRequest, JobResult, ModelJob
+from .request import DEFAULT_FEATURES, FEATURES, STEP_PREFIX, BuildRequest, JobResult, ModelJob
 
 SRC = Path("/src")
 WORK = Path("/work")
@@ -30,10 +30,14 @@ def step(name: str) -> None:
     print(f"{STEP_PREFIX}{name}", flush=True)
 
 
-def build_wasm(graph_dir: Path, name: str, out_dir: Path, external_params: bool = False) -> Path:
+def build_wasm(graph_dir: Path, name: str, out_dir: Path, external_params: bool = False, *,
+               features: str = DEFAULT_FEATURES, preprocessing: str | None = None) -> Path:
     """cargo build the `rust_app` workspace with the graph embedded (with
     `external_params`, all of it but the weights: they go to
-    `<name>.params.bin` beside the module)."""
+    `<name>.params.bin` beside the module). `features` and `preprocessing`
+    reach the module's --info through model/build.rs; the Rust code itself is
+    compiled with rustc's default wasm32-wasip1 features whatever `features`
+    says (only the kernels use SIMD)."""
     # A copy at a fixed path: cargo writes beside the sources, and the fixed
     # path keeps the build independent of where the repository was checked out.
     crate_dir = WORK / "rust_app"
@@ -54,6 +58,11 @@ def build_wasm(graph_dir: Path, name: str, out_dir: Path, external_params: bool 
         env["WASMFORGE_EXTERNAL_PARAMS"] = "1"
     else:
         env.pop("WASMFORGE_EXTERNAL_PARAMS", None)
+    env["WASMFORGE_KERNEL_FEATURES"] = ",".join(f.lstrip("+") for f in FEATURES[features])
+    if preprocessing:
+        env["WASMFORGE_PREPROCESSING"] = preprocessing
+    else:
+        env.pop("WASMFORGE_PREPROCESSING", None)
     command = [
         "cargo", "build", "--release", "--locked", "--offline",
         "--target", WASM_TARGET, "-p", "wasmforge-model",
@@ -81,7 +90,8 @@ def build_job(job: ModelJob) -> JobResult:
     step(f"graph: {job.name}: ONNX -> Relax -> wasm32 kernels + plan + params")
     try:
         info = build_graph(Path(job.onnx), graph_dir, job.name, job.input_shapes, frozen=job.frozen,
-                           tuning_db=Path(job.tuning_db) if job.tuning_db else None, warnings=warnings)
+                           tuning_db=Path(job.tuning_db) if job.tuning_db else None, warnings=warnings,
+                           features=job.features)
     except ModelError as exc:
         return JobResult(job.name, error=str(exc), exit_code=2, stage=getattr(exc, "stage", "import"),
                          warnings=warnings)
@@ -91,7 +101,8 @@ def build_job(job: ModelJob) -> JobResult:
           f"{info['params_size'] / 1e6:.1f} MB of parameters", flush=True)
     step(f"wasm: {job.name}: cargo build --target {WASM_TARGET}")
     try:
-        wasm = build_wasm(graph_dir, job.name, out, job.external_params)
+        wasm = build_wasm(graph_dir, job.name, out, job.external_params, features=job.features,
+                          preprocessing=job.preprocessing)
     except subprocess.CalledProcessError as exc:
         return JobResult(job.name, error=f"link failed: cargo build exited with code {exc.returncode}",
                          exit_code=1, stage="link", warnings=warnings)

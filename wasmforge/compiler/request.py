@@ -17,6 +17,16 @@ RESULT_PREFIX = "@@wasmforge-result "
 # Lines starting with this mark a step; the host shows them with timings.
 STEP_PREFIX = "==> "
 
+# `invoke build --features`: the WebAssembly SIMD features the kernels may use
+# (TVM's `mattr`). relaxed-simd is the fastest (the convolutions' multiply-adds
+# become `f32x4.relaxed_madd`, an FMA where the host has one) but not every
+# engine has it (Node 20, Safari); simd128 alone runs everywhere SIMD does.
+FEATURES = {
+    "relaxed-simd": ("+simd128", "+relaxed-simd"),
+    "simd128": ("+simd128",),
+}
+DEFAULT_FEATURES = "relaxed-simd"
+
 
 @dataclass(frozen=True)
 class ModelJob:
@@ -32,6 +42,9 @@ class ModelJob:
     frozen: dict[str, dict] = field(default_factory=dict)
     external_params: bool = False
     tuning_db: str | None = None
+    features: str = DEFAULT_FEATURES  # a key of FEATURES
+    # The registry's input preprocessing, baked into the module's --info.
+    preprocessing: str | None = None
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,14 @@ impl<'a> Executor<'a> {
             // tensor) and cannot overlap a caller's slice.
             unsafe { ptr::copy_nonoverlapping(src.as_ptr(), buf.as_mut_ptr(), src.len()) };
         }
+        self.run_in_place()?;
+        Ok(self.plan.outputs.iter().map(|io| self.bytes(io.tensor)).collect())
+    }
 
+    /// Runs every kernel on what the input buffers hold now (written through
+    /// [`Executor::input_buffer`] by an embedding host, or by [`Executor::run`]).
+    /// The outputs are then at [`Executor::tensor_bytes`] of each output tensor.
+    pub fn run_in_place(&mut self) -> Result<(), Error> {
         for call in &self.calls {
             let mut result = TVMFFIAny::none();
             let args = &self.args[call.args.clone()];
@@ -189,8 +196,14 @@ impl<'a> Executor<'a> {
                 return Err(Error::Kernel(format!("kernel '{name}' failed (code {rc}): {msg}")));
             }
         }
+        Ok(())
+    }
 
-        Ok(self.plan.outputs.iter().map(|io| self.bytes(io.tensor)).collect())
+    /// The buffer of graph input `i` (64-byte aligned, `nbytes` of the input
+    /// tensor long, fixed for the executor's life), `None` if there is no such
+    /// input. A host writes the input there and calls [`Executor::run_in_place`].
+    pub fn input_buffer(&self, i: usize) -> Option<&AlignedBuf> {
+        self.inputs.get(i)
     }
 
     /// The current bytes of tensor `t`, `None` if there is no such tensor.

@@ -1,5 +1,7 @@
 //! A wasmforge inference module: TVM kernels, execution plan and weights in
-//! one wasm32-wasip1 program. The logic lives in `wasmforge_runtime::cli`.
+//! one wasm32-wasip1 program. The logic lives in `wasmforge_runtime::cli`
+//! (the WASI command, `_start`) and `wasmforge_runtime::embed` (the embedding
+//! ABI exported beside it, docs/embedding.md).
 //!
 //! The plan is Rust statics that build.rs generated from the validated
 //! plan.json: nothing is parsed at start-up. Built with
@@ -7,7 +9,7 @@
 //! module: it embeds their size and SHA-256 and reads them from
 //! `--params PATH`.
 
-use wasmforge_runtime::cli::{self, Model, Weights};
+use wasmforge_runtime::cli::{self, BuildInfo, Model, Weights};
 
 mod kernels {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -15,6 +17,11 @@ mod kernels {
 
 mod graph {
     include!(concat!(env!("OUT_DIR"), "/plan.rs"));
+}
+
+/// `BUILD`: the features and preprocessing build.rs was given.
+mod build_info {
+    include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
 }
 
 /// Gives embedded bytes 64-byte alignment: TVM kernels assume aligned data.
@@ -37,7 +44,13 @@ fn weights() -> Weights<'static> {
     Weights::External(&EXTERNAL)
 }
 
+fn model() -> Model<'static> {
+    let build: BuildInfo<'static> = build_info::BUILD;
+    Model { plan: graph::PLAN, weights: weights(), kernels: kernels::KERNELS, build }
+}
+
+wasmforge_runtime::export_embedding_abi!(model());
+
 fn main() {
-    let model = Model { plan: graph::PLAN, weights: weights(), kernels: kernels::KERNELS };
-    std::process::exit(cli::main(&model));
+    std::process::exit(cli::main(&model()));
 }

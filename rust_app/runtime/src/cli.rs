@@ -39,15 +39,32 @@ pub const USAGE_EXTERNAL_PARAMS: &str = "\
                  to run, checked against the size and sha256 built into the module
 ";
 
-/// What a module is built with: the plan (generated statics), the weights
-/// and the kernel table.
+/// What a module is built with: the plan (generated statics), the weights,
+/// the kernel table and what the build knew beyond the plan.
 #[derive(Clone, Copy)]
 pub struct Model<'a> {
     /// `None` when the module was built without a model.
     pub plan: Option<&'a Plan>,
     pub weights: Weights<'a>,
     pub kernels: &'a [(&'a str, KernelFn)],
+    pub build: BuildInfo<'a>,
 }
+
+/// What `--info` (and the embedding ABI's `wasmforge_info`) reports beyond
+/// the plan, baked in by model/build.rs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildInfo<'a> {
+    /// The WebAssembly features (proposals beyond the 1.0 MVP) the engine
+    /// must support to compile the module, sorted: those the kernels were
+    /// compiled with and those rustc enabled for the runtime.
+    pub features: &'a [&'a str],
+    /// How to turn raw data into the input tensors (from the model
+    /// registry), `None` when unknown.
+    pub preprocessing: Option<&'a str>,
+}
+
+/// The version of the embedding ABI (docs/embedding.md) a module exports.
+pub const ABI_VERSION: u32 = 1;
 
 /// Where a module's weights are.
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +212,7 @@ pub fn run(
         }
     }
     if opts.info {
-        return writeln!(stdout, "{}", info_json(plan, external)).map_err(io_err);
+        return writeln!(stdout, "{}", info_json(plan, &model.build, external)).map_err(io_err);
     }
     // Flags first: a wrong count fails before megabytes of weights are read.
     check_count("--input", &opts.inputs, &plan.inputs)?;
@@ -243,10 +260,11 @@ pub fn run(
     Ok(())
 }
 
-/// `{"model": ..., "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}`,
-/// plus `"params": {"external": true, "size": ..., "sha256": ...}` for a
-/// module with external weights.
-pub fn info_json(plan: &Plan, external: Option<&ExternalParams>) -> String {
+/// `{"model": ..., "inputs": [{"name", "dtype", "shape"}], "outputs": [...],
+/// "abi": 1}`, then `"features": [...]` and `"preprocessing": "..."` when the
+/// build gave them, and `"params": {"external": true, "size": ..., "sha256":
+/// ...}` for a module with external weights.
+pub fn info_json(plan: &Plan, build: &BuildInfo, external: Option<&ExternalParams>) -> String {
     let list = |ios: &[Io]| {
         let items: Vec<String> = ios
             .iter()
@@ -270,8 +288,16 @@ pub fn info_json(plan: &Plan, external: Option<&ExternalParams>) -> String {
             sha256::hex(&e.sha256)
         ),
     };
+    let mut extra = format!(", \"abi\": {ABI_VERSION}");
+    if !build.features.is_empty() {
+        let names: Vec<String> = build.features.iter().map(|f| quote(f)).collect();
+        extra.push_str(&format!(", \"features\": [{}]", names.join(", ")));
+    }
+    if let Some(text) = build.preprocessing {
+        extra.push_str(&format!(", \"preprocessing\": {}", quote(text)));
+    }
     format!(
-        "{{\"model\": {}, \"inputs\": {}, \"outputs\": {}{params}}}",
+        "{{\"model\": {}, \"inputs\": {}, \"outputs\": {}{extra}{params}}}",
         quote(&plan.model),
         list(&plan.inputs),
         list(&plan.outputs)

@@ -1,5 +1,6 @@
-//! Shell of a wasmforge inference module: the command line ([`cli`]),
-//! `.npy` reading and writing ([`npy`]), and weights kept in a separate file,
+//! Shell of a wasmforge inference module: the command line ([`cli`]), the
+//! embedding ABI for hosts that hand it memory ([`embed`]), `.npy` reading
+//! and writing ([`npy`]), and weights kept in a separate file,
 //! checked against the size and SHA-256 the module embeds ([`params`],
 //! [`sha256`]).
 //!
@@ -11,6 +12,7 @@
 #![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod embed;
 pub mod npy;
 pub mod params;
 pub mod sha256;

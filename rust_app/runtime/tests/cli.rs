@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use common::*;
 use wasmforge_plan_json::json::{self, Value};
-use wasmforge_runtime::cli::{self, error_line, parse_args, quote, Model, Options, Weights};
+use wasmforge_runtime::cli::{
+    self, error_line, parse_args, quote, BuildInfo, Model, Options, Weights,
+};
 use wasmforge_runtime::plan::Io;
 use wasmforge_runtime::{npy, DType, Error, ExitCode, Plan};
 
@@ -26,7 +28,12 @@ struct Outcome {
 
 fn run_with(plan: Option<&Plan>, argv: &[&str], stdin: &[u8]) -> Outcome {
     let params = reuse_params();
-    let model = Model { plan, weights: Weights::Embedded(&params.0), kernels: &REUSE_KERNELS };
+    let model = Model {
+        plan,
+        weights: Weights::Embedded(&params.0),
+        kernels: &REUSE_KERNELS,
+        build: BuildInfo::default(),
+    };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let result = cli::run(&model, &args(argv), &mut Cursor::new(stdin), &mut stdout, &mut stderr);
     Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }
@@ -118,7 +125,7 @@ fn info_describes_inputs_and_outputs() {
         "{\"model\": \"storage-reuse\", \
          \"inputs\": [{\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2, 3]}], \
          \"outputs\": [{\"name\": \"y\", \"dtype\": \"float32\", \"shape\": [6]}, \
-         {\"name\": \"hidden\", \"dtype\": \"float32\", \"shape\": [2, 3]}]}\n"
+         {\"name\": \"hidden\", \"dtype\": \"float32\", \"shape\": [2, 3]}], \"abi\": 1}\n"
     );
     assert!(json::parse(&line).unwrap().is_object());
 }
@@ -220,6 +227,7 @@ fn kernel_failure_exits_1() {
         plan: Some(&plan),
         weights: Weights::Embedded(&params.0),
         kernels: &[("add", add), ("mul", mul), ("relu", fail)],
+        build: BuildInfo::default(),
     };
     let argv = args(&["--input", "-", "--output", "-", "--output", "/dev/null"]);
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -273,8 +281,12 @@ use wasmforge_runtime::sha256;
 
 fn run_external_with(external: &ExternalParams, argv: &[&str], stdin: &[u8]) -> Outcome {
     let plan = load_plan("plan_storage_reuse.json");
-    let model =
-        Model { plan: Some(&plan), weights: Weights::External(external), kernels: &REUSE_KERNELS };
+    let model = Model {
+        plan: Some(&plan),
+        weights: Weights::External(external),
+        kernels: &REUSE_KERNELS,
+        build: BuildInfo::default(),
+    };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let result = cli::run(&model, &args(argv), &mut Cursor::new(stdin), &mut stdout, &mut stderr);
     Outcome { result, stdout, stderr: String::from_utf8(stderr).unwrap() }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use wasmforge_runtime::cli::{self, Model, Weights};
+use wasmforge_runtime::cli::{self, BuildInfo, Model, Weights};
 use wasmforge_runtime::{npy, DType};
 
 const CHILD: &str = "WASMFORGE_FAKE_MODULE";
@@ -28,6 +28,7 @@ fn main() {
             plan: Some(&plan),
             weights: Weights::Embedded(&params.0),
             kernels: &REUSE_KERNELS,
+            build: BuildInfo::default(),
         };
         std::process::exit(cli::main(&model));
     }

@@ -17,7 +17,7 @@ use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
 
 use common::*;
-use wasmforge_runtime::cli::{self, error_line, Model, Weights};
+use wasmforge_runtime::cli::{self, error_line, BuildInfo, Model, Weights};
 use wasmforge_runtime::npy::{self, MAX_HEADER_LEN};
 use wasmforge_runtime::{DType, Error, ExitCode};
 
@@ -237,8 +237,12 @@ fn fuzz_npy_reader() {
 fn fuzz_cli_run_on_stdin() {
     let plan = load_plan("plan_storage_reuse.json");
     let params = reuse_params();
-    let model =
-        Model { plan: Some(&plan), weights: Weights::Embedded(&params.0), kernels: &REUSE_KERNELS };
+    let model = Model {
+        plan: Some(&plan),
+        weights: Weights::Embedded(&params.0),
+        kernels: &REUSE_KERNELS,
+        build: BuildInfo::default(),
+    };
     let hidden = std::env::temp_dir().join(format!("wasmforge-fuzz-{}.npy", std::process::id()));
     let argv: Vec<String> = ["--input", "-", "--output", "-", "--output", hidden.to_str().unwrap()]
         .map(String::from)
