@@ -420,8 +420,8 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         entry = engine_entry(step) if step is not None else empty_engine(_absent_note(engine, tract_note))
         entry["engine_flags"] = engine_flags(engine)
         report[engine] = entry
-    report["wasm"].update(wasm_bytes=wasm_path.stat().st_size,
-                          compile_ms=compiled["wasm"].result.get("compile_ms"))
+    report["wasm"] = {"instantiate_ms": None, "linear_memory_bytes": None, **report["wasm"],
+                      "wasm_bytes": wasm_path.stat().st_size, "compile_ms": compiled["wasm"].result.get("compile_ms")}
     for engine in ("tract_wasm", "tract_wasm_noepoch"):
         if report[engine]["available"]:
             report[engine]["version"] = f"{TRACT_VERSION} (wasm32-wasip1, simd128) on wasmtime {report[engine]['version']}"
@@ -621,7 +621,7 @@ def render(report: dict, out: Console) -> None:
               "process. max abs diff: against ORT 1 thread, itself checked against the build's recorded "
               "reference.[/dim]")
     for engine in ENGINES:
-        if report[engine].get("error"):
+        if report.get(engine, {}).get("error"):
             out.print(f"[bold red]{_engine_label(engine, report[engine])} failed:[/bold red] {report[engine]['error']}")
     for note in report["notes"]:
         out.print(f"[yellow]note:[/yellow] {note}")
