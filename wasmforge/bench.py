@@ -390,6 +390,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
                                            {"wasm": module, "epoch": epoch})
             native_build = prepare("tvm-compile", "tvm-compile", "TVM native: compile",
                                    {"artifact_plan": str(directory / "plan.json")})
+            peak = prepare("roofline", "roofline", "wasm SIMD peak (roofline)", {})
 
             requests = _engine_requests(compiled, native_build, params_path, cores)
             tasks = {engine: progress.add_task(label, total=runs + len(sizes))
@@ -436,6 +437,12 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         notes.append("TVM native: the kernel library could not be exported "
                      f"({native_build.result['export_error']}); its peak RSS includes compiling")
 
+    report["roofline"] = None if peak.error else {**peak.result, "unit": "GFLOP/s",
+                                                  "kernel": "wasmforge/roofline.py"}
+    report["model_flops"] = _model_flops(onnx_path, manifest, notes)
+    for engine in ENGINES:
+        report[engine].update(throughput(report[engine], engine, report["model_flops"], report["roofline"]))
+
     # onnxruntime, 1 thread, is the reference for everyone; it is itself checked
     # against the outputs recorded at build time.
     ort_1t = steps["ort_1t"]
@@ -464,6 +471,33 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
                             title="BENCH FAILED", style="bold red"))
         raise UserError(f"bench of {model}: {found[0]}", 1)
     return report
+
+
+def throughput(entry: dict, engine: str, model_flops: int | None, roofline: dict | None) -> dict:
+    """GFLOP/s at the median time and, for a wasm engine, its share of the wasm SIMD
+    peak measured under the same engine configuration."""
+    if not (entry.get("available") and entry.get("median_ms") and model_flops):
+        return {"gflops": None, "percent_of_peak": None}
+    gflops = model_flops / entry["median_ms"] / 1e6
+    percent = None
+    if roofline and engine in WASM_ENGINES:
+        config = "epoch_on" if WASM_ENGINES[engine][1] else "epoch_off"
+        percent = 100 * gflops / roofline[config]["relaxed_madd"]
+    return {"gflops": gflops, "percent_of_peak": percent}
+
+
+def _model_flops(onnx_path: Path, manifest: artifact.Manifest, notes: list[str]) -> int | None:
+    from . import flops
+
+    try:
+        counted = flops.count(onnx_path, {t.name: list(t.shape) for t in manifest.inputs})
+    except Exception as exc:  # noqa: BLE001 - onnx's shape inference raises many kinds
+        notes.append(f"model FLOPs not counted: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
+        return None
+    if counted.unknown:
+        notes.append(f"model FLOPs: {len(counted.unknown)} Conv/Gemm/MatMul nodes without inferred shapes "
+                     "are not counted")
+    return counted.flops or None
 
 
 def _tract_peer(wanted: bool, console: Console) -> tuple[str | None, str | None]:
@@ -556,6 +590,10 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 100 else f"{value:.1f}"
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
@@ -578,7 +616,8 @@ def render(report: dict, out: Console) -> None:
                         f"round{'s' if rounds > 1 else ''} (1 warm-up each), same input (seed {report['seed']})",
                   caption=f"{host['cpu_model']}, {host['usable_cores']}/{host['cores']} cores; wasmtime "
                           f"{versions['wasmtime']}, onnxruntime {versions['onnxruntime']}, TVM {versions['tvm']}")
-    for header in ("engine", "min ms", "median ms", "/ORT-1T", "load ms", "RSS MiB", "max diff"):
+    for header in ("engine", "min ms", "median ms", "/ORT-1T", "GFLOP/s", "% peak", "load ms", "RSS MiB",
+                   "max diff"):
         table.add_column(header, justify="left" if header == "engine" else "right", no_wrap=True)
     base = report["ort_1t"]
     for engine in ENGINES:
@@ -586,12 +625,13 @@ def render(report: dict, out: Console) -> None:
         name = _engine_label(engine, entry)
         if not entry["available"]:
             text = "[bold red]FAILED[/bold red]" if entry.get("error") else "[dim]skipped[/dim]"
-            table.add_row(name, "-", "-", "-", "-", "-", text)
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", text)
             continue
         diff = "-" if entry["max_abs_diff"] is None else f"{entry['max_abs_diff']:.1e}"
         if entry["agrees"] is False:
             diff = f"[bold red]{diff} DISAGREES[/bold red]"
         table.add_row(name, _ms(entry["min_ms"]), _ms(entry["median_ms"]), _times(ratio(entry, base)),
+                      _num(entry.get("gflops"), "{:.1f}"), _num(entry.get("percent_of_peak"), "{:.0f}%"),
                       _ms(entry["load_ms"]), _mib(entry["peak_rss_bytes"]), diff)
     out.print(table)
 
@@ -620,6 +660,12 @@ def render(report: dict, out: Console) -> None:
               "load: instantiate / session creation / library + plan setup. RSS: peak of the engine's own "
               "process. max abs diff: against ORT 1 thread, itself checked against the build's recorded "
               "reference.[/dim]")
+    roof = report.get("roofline")
+    if roof:
+        out.print(f"wasm SIMD peak (roofline microkernel): relaxed_madd {roof['epoch_on']['relaxed_madd']:.1f} "
+                  f"GFLOP/s, mul+add {roof['epoch_on']['mul_add']:.1f} GFLOP/s (epoch interruption off: "
+                  f"{roof['epoch_off']['relaxed_madd']:.1f} / {roof['epoch_off']['mul_add']:.1f}); model "
+                  f"{(report.get('model_flops') or 0) / 1e9:.3g} GFLOP per inference (Conv/Gemm/MatMul)")
     for engine in ENGINES:
         if report.get(engine, {}).get("error"):
             out.print(f"[bold red]{_engine_label(engine, report[engine])} failed:[/bold red] {report[engine]['error']}")

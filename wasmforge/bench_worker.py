@@ -15,6 +15,7 @@ Steps:
   wasm          deserialize the precompiled module and run it (`--repeat`)
   wasi          a precompiled WASI command without the runner: this project's
                 module with epoch interruption off, or the tract peer
+  roofline      the machine's wasm SIMD peak (wasmforge/roofline.py)
   tvm-compile   ONNX -> Relax (as for the wasm build) -> kernels for the host
                 CPU, exported as a shared library with the plan and params
   tvm-native    load that library and run the plan with compiler/native_plan.py
@@ -353,6 +354,15 @@ def step_wasi(request: dict, out_dir: Path) -> dict:
             "baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "version": _wasmtime_version()}
 
 
+def step_roofline(request: dict, out_dir: Path) -> dict:
+    """The wasm SIMD peak (wasmforge/roofline.py) under both engine configurations."""
+    from wasmforge import roofline
+    from wasmforge.runner import new_engine
+
+    emit(kind="phase", text="register-resident f32x4 multiply-adds")
+    return {"epoch_on": roofline.measure(new_engine(True)), "epoch_off": roofline.measure(new_engine(False))}
+
+
 def _place(source: Path, target: Path) -> None:
     """The ONNX file inside the module's /io: a hard link where possible (it may be large)."""
     try:
@@ -449,6 +459,7 @@ STEPS = {
     "wasm-compile": step_wasm_compile,
     "wasm": step_wasm,
     "wasi": step_wasi,
+    "roofline": step_roofline,
     "tvm-compile": step_tvm_compile,
     "tvm-native": step_tvm_native,
 }

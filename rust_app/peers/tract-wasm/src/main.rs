@@ -62,7 +62,7 @@ fn run(args: Args) -> TractResult<()> {
         times.push(millis(start));
     }
     for (path, value) in args.outputs.iter().zip(result.iter()) {
-        npy::write_f32(path, &value.cast_to::<f32>()?)?;
+        npy::write_f32(path, &*value.cast_to::<f32>()?)?;
     }
     let times: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
     println!(
