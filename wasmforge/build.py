@@ -33,6 +33,7 @@ from .paths import DIST, ROOT
 from .reference import load_case  # lives there so the smoke image can import it
 from .runner import PARAMS_SUFFIX, WasmModel, WasmRunError
 from .source import Source, resolve_source, vet
+from .terminal import make_console
 
 REFERENCE_CASES = 3
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -87,7 +88,7 @@ def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_sha
     sources = [resolve_source(m, f, None, input_shapes=input_shapes, freeze=freeze) for m, f in requests]
     outcomes = build_many(sources, external_params=external_params, dist=dist, console=console)
     failed = [o for o in outcomes if o.error is not None]
-    console = console or Console(stderr=True)
+    console = console or make_console()
     console.print(f"[bold]{len(outcomes) - len(failed)} of {len(outcomes)} built[/]", highlight=False)
     if failed:
         raise UserError(f"{len(failed)} of {len(outcomes)} models failed: "
@@ -101,7 +102,7 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
 
     A model that fails does not stop the others; each artifact is byte-identical
     to the one a build of that model alone makes."""
-    console = console or Console(stderr=True)
+    console = console or make_console()
     started_on = datetime.now(timezone.utc)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):

@@ -42,11 +42,10 @@ def user_errors(func):
 @user_errors
 def image(c, rebuild=False, no_cache=False):
     """Bootstrap the base image (if needed) and build the builder and smoke images."""
-    from rich.console import Console
-
     from . import images
+    from .terminal import make_console
 
-    console = Console(stderr=True)
+    console = make_console()
     client = images.docker_client()
     for ensure in (images.ensure_builder, images.ensure_smoke):
         built = ensure(client, console, rebuild=rebuild, no_cache=no_cache)

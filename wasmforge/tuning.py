@@ -18,6 +18,7 @@ from .container import Mount, run_step
 from .errors import UserError
 from .hashing import sha256_bytes, sha256_file
 from .paths import TUNING
+from .terminal import make_console
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGET_NAME = "wasm32-simd128"
@@ -48,7 +49,7 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
     """Run the compiler's tuner in the builder image; resumable: run again to continue."""
     from .source import resolve_source, vet
 
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if trials < 1 or max_tasks < 0:
         raise UserError("--trials must be >= 1 and --max-tasks >= 0")
     source = vet(resolve_source(model, onnx, name))

@@ -13,6 +13,7 @@ from . import artifact
 from .errors import UserError
 from .paths import DIST
 from .run import artifact_dir
+from .terminal import make_console
 
 
 def verify_hashes(model: str, dist: Path = DIST) -> list[str]:
@@ -39,7 +40,7 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
     """Build the same model again into a temporary directory and compare every byte."""
     from .build import build
 
-    console = console or Console(stderr=True)
+    console = console or make_console()
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
     registry_name = manifest.source.registry
