@@ -7,8 +7,11 @@ test module of the package module each task calls.)"""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.cli import assert_one_line_error, invoke, invoke_command
 from wasmforge import cli
@@ -53,3 +56,18 @@ def test_unknown_task_and_option_are_refused():
     assert code == 1 and "No idea what 'no-such-task' is!" in err
     code, _, err = invoke("build", "--no-such-option")
     assert code == 1 and "--no-such-option" in err
+
+
+@pytest.mark.parametrize("filename", ["/data/dist/x/big.bin", None])
+def test_a_full_disk_in_any_task_is_one_line(monkeypatch, filename):
+    import errno
+
+    from wasmforge import verify
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([filename] if filename else []))
+
+    monkeypatch.setattr(verify, "verify_hashes", full)
+    code, _, stderr = invoke("verify", "--model", "lenet-digits")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip() == "error: no space left on device" + (f" writing {filename}" if filename else "")

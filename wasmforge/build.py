@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -117,13 +119,15 @@ def build_many(sources: list[Source], *, external_params: bool = False, dist: Pa
     with contextlib.ExitStack() as stack:
         # One build of a name at a time (sorted: two batches cannot deadlock);
         # then clear what killed builds left.
-        for name in sorted(names):
-            stack.enter_context(buildlock.model_lock(dist, name, console))
+        with disk_full_named(dist):
+            for name in sorted(names):
+                stack.enter_context(buildlock.model_lock(dist, name, console))
         stagings: dict[str, Path] = {}
         try:
             for source in sources:
                 buildlock.clean_leftovers(dist, source.name, console, client)
-                stagings[source.name] = artifact.staging_dir(dist, source.name)
+                with disk_full_named(dist):
+                    stagings[source.name] = artifact.staging_dir(dist, source.name)
             compiled = compile_sources(sources, stagings, client=client, builder=builder, console=console,
                                        external_params=external_params, tuning_root=tuning_root)
             for source, done in zip(sources, compiled):
@@ -210,27 +214,51 @@ def _jobs(sources, stagings, external_params, tuning_root, console):
 def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path, builder, console,
             external_params: bool, database: Path | None) -> Path:
     """Check one compiled model against onnxruntime and publish it."""
+    final = dist / source.name
     try:
-        if result is None:
-            raise UserError(f"the builder reported nothing for {source.name}", 1)
-        if result.error is not None:
-            raise UserError(result.error, result.exit_code or 1)
-        graph_info = result.graph
-        frozen = _frozen_values(source)
-        cases = write_reference(staging, source.onnx, graph_info, frozen)
-        check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
-                                external_params=external_params)
-        write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
-                       tuning_digest=database and tuning.database_digest(database))
-        artifact.write_sums(staging)
-        final = dist / source.name
-        artifact.publish(staging, final)
+        with disk_full_named(staging, final):
+            if result is None:
+                raise UserError(f"the builder reported nothing for {source.name}", 1)
+            if result.error is not None:
+                if DISK_FULL_TEXT in result.error:  # the builder writing into the staging directory
+                    raise OSError(errno.ENOSPC, DISK_FULL_TEXT)
+                raise UserError(result.error, result.exit_code or 1)
+            graph_info = result.graph
+            frozen = _frozen_values(source)
+            cases = write_reference(staging, source.onnx, graph_info, frozen)
+            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
+                                    external_params=external_params)
+            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
+                           tuning_digest=database and tuning.database_digest(database))
+            artifact.write_sums(staging)
+            artifact.publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shown = final.relative_to(ROOT) if final.is_relative_to(ROOT) else final
-    console.print(f"[bold green]built[/] {shown}", highlight=False)
+    console.print(f"[bold green]built[/] {_shown(final)}", highlight=False)
     return final
+
+
+DISK_FULL_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+@contextlib.contextmanager
+def disk_full_named(where: Path, final: Path | None = None):
+    """A full disk (or quota) while writing under `where` becomes one line naming the
+    path; the caller's clean-up then removes what was half written, and `final`
+    (the previous artifact) is untouched."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        path = Path(exc.filename) if isinstance(exc.filename, str) else where
+        kept = f"; {_shown(final)} is unchanged" if final is not None and final.exists() else ""
+        raise UserError(f"no space left on device writing {_shown(path)}{kept}", 1) from None
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _frozen_values(source: Source) -> dict[str, np.ndarray]:

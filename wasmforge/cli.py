@@ -34,6 +34,13 @@ def user_errors(func):
             raise Exit(f"error: {exc}", code=getattr(exc, "exit_code", 1) or 1) from None
         except KeyboardInterrupt:
             raise Exit("error: interrupted", code=130) from None
+        except OSError as exc:
+            import errno
+
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise Exit(f"error: no space left on device{where}", code=1) from None
 
     return wrapper
 
