@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import artifact
+from . import artifact, buildlock
 from .errors import UserError
 from .paths import DIST
 from .run import artifact_dir
@@ -46,14 +46,19 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
     registry_name = manifest.source.registry
     if registry_name is None and onnx is None:
         raise UserError(f"{model} was built from a file; pass it again with --onnx PATH to rebuild")
-    with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=dist) as tmp:
-        rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
-                        external_params=manifest.params is not None,
-                        dist=Path(tmp), console=console)
-        different = differing_files(directory, rebuilt)
-        for name in different:
-            console.print(f"[bold red]differs:[/] {name}")
-            show_diffoscope(directory / name, rebuilt / name, console)
+    # The model's lock for the whole comparison: dist/<model> cannot change
+    # meanwhile, and a .rebuild- directory whose lock is free is a leftover of
+    # a killed verify, which the next build or verify removes (buildlock).
+    with buildlock.model_lock(dist, model, console):
+        buildlock.clean_leftovers(dist, model, console)
+        with tempfile.TemporaryDirectory(prefix=f".rebuild-{model}-", dir=dist) as tmp:
+            rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
+                            external_params=manifest.params is not None,
+                            dist=Path(tmp), console=console)
+            different = differing_files(directory, rebuilt)
+            for name in different:
+                console.print(f"[bold red]differs:[/] {name}")
+                show_diffoscope(directory / name, rebuilt / name, console)
     if different:
         raise UserError(f"rebuild of {model} is not bit-identical: {', '.join(different)}", 1)
     console.print(f"[bold green]rebuild identical[/]: every file of dist/{model} matches")
