@@ -120,7 +120,8 @@ def test_builder_profile_is_unprivileged_and_bounded():
     assert settings["network_mode"] == "none"
     # The defaults (resources/limits.toml) fit resnet50-synth on two cores.
     default = builder_profile()
-    assert default.settings["mem_limit"] == "6g" and default.wall_limit == 3600
+    assert default.settings["mem_limit"] == "6g" and default.wall_limit == 1800
+    assert builder_profile(models=3).wall_limit == 5400  # per model of the run
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="only root hands directories to another uid")
@@ -196,7 +197,7 @@ def test_a_builder_stopped_by_a_limit_says_which(what, monkeypatch):
     expected = {"oom": "builder ran out of memory (limit 6g, scratch files included) and was stopped "
                        "(raise it with WASMFORGE_BUILDER_MEMORY)",
                 "time": "builder ran longer than its limit of 0.2 s and was stopped "
-                        "(raise it with WASMFORGE_BUILDER_WALL_SECONDS)"}
+                        "(raise the per-model limit with WASMFORGE_BUILDER_WALL_SECONDS)"}
     assert str(info.value) == expected[what]
 
 

@@ -11,7 +11,7 @@ from wasmforge.limits import BuilderLimits, builder_limits, guard_limits
 def test_the_pinned_bounds():
     guard = guard_limits()
     assert (guard.max_nodes, guard.max_graph_depth, guard.max_graph_entries) == (100_000, 16, 1_000_000)
-    assert builder_limits({}) == BuilderLimits(memory="6g", cpus=2.0, pids=1024, wall_seconds=3600)
+    assert builder_limits({}) == BuilderLimits(memory="6g", cpus=2.0, pids=1024, wall_seconds=1800)
 
 
 def test_environment_overrides():

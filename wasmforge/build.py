@@ -176,7 +176,7 @@ def compile_sources(sources: list[Source], out_dirs: dict[str, Path], *, client,
     jobs, mounts, databases = _jobs(sources, out_dirs, external_params, tuning_root, console)
     command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
     step = run_step(client, builder.id, command, mounts, console, title="builder",
-                    environment={"PYTHONPATH": "/src"}, output=step_output)
+                    environment={"PYTHONPATH": "/src"}, output=step_output, models=len(jobs))
     results = {r.name: r for r in step.results}
     return [Compiled(s, results.get(s.name), out_dirs[s.name], databases[s.name]) for s in sources]
 

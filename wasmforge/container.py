@@ -69,10 +69,11 @@ def builder_user() -> tuple[int, int]:
     return (uid, gid) if uid != 0 else (BUILDER_UID, BUILDER_GID)
 
 
-def builder_profile(limits=None) -> Profile:
+def builder_profile(limits=None, models: int = 1) -> Profile:
     """A compiler step: no network, not root, no capabilities, no new privileges,
     memory (scratch tmpfs included), CPU, pid and wall-clock limits from
-    resources/limits.toml (or WASMFORGE_BUILDER_* variables)."""
+    resources/limits.toml (or WASMFORGE_BUILDER_* variables); the wall clock
+    is per model, `models` of them."""
     limits = limits or builder_limits()
     uid, gid = builder_user()
     return Profile({
@@ -89,7 +90,7 @@ def builder_profile(limits=None) -> Profile:
         "pids_limit": limits.pids,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-    }, wall_limit=limits.wall_seconds)
+    }, wall_limit=limits.wall_seconds * max(1, models))
 
 
 @contextmanager
@@ -265,16 +266,17 @@ class StepOutput:
 
 def run_step(client, image: str, command: list[str], mounts: list[Mount], console: Console,
              title: str, environment: dict[str, str] | None = None,
-             output: StepOutput | None = None) -> StepOutput:
+             output: StepOutput | None = None, models: int = 1) -> StepOutput:
     """Run one builder step, echo its output with step timings, and collect its result lines
     (into `output` if given: the caller keeps what came before a failure).
+    `models`: how many models it builds (its wall-clock limit is per model).
 
     A non-zero exit raises UserError carrying the step's own `error:` line when
     it printed one (exit code 2: the input is at fault) or the log tail.
     """
     output = StepOutput() if output is None else output
     started = step_started = time.monotonic()
-    profile = builder_profile()
+    profile = builder_profile(models=models)
     user = builder_user()
     try:
         with writable_by([m.host for m in mounts if not m.read_only], *user), \
@@ -306,7 +308,7 @@ def run_step(client, image: str, command: list[str], mounts: list[Mount], consol
     code = container.exit_code
     if container.timed_out:
         raise UserError(f"{title} ran longer than its limit of {profile.wall_limit:g} s and was stopped "
-                        f"(raise it with {ENV_PREFIX}WALL_SECONDS)", exit_code=1)
+                        f"(raise the per-model limit with {ENV_PREFIX}WALL_SECONDS)", exit_code=1)
     if container.oom_killed:
         raise UserError(f"{title} ran out of memory (limit {profile.settings['mem_limit']}, scratch files "
                         f"included) and was stopped (raise it with {ENV_PREFIX}MEMORY)", exit_code=1)

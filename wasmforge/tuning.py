@@ -29,6 +29,10 @@ def database_dir(name: str, root: Path = TUNING) -> Path:
     return root / name / TARGET_NAME
 
 
+# Tuning takes longer than a build: four models' worth of the builder's wall clock.
+TUNE_WALL_MODELS = 4
+
+
 def find_database(name: str, root: Path = TUNING) -> Path | None:
     """The model's database directory if it holds a complete database."""
     directory = database_dir(name, root)
@@ -61,6 +65,7 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
                "--trials", str(trials), "--max-tasks", str(max_tasks)]
     mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(source.onnx), "/in/model.onnx"),
               Mount(str(out), "/out", read_only=False)]
-    run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"})
+    run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"},
+             models=TUNE_WALL_MODELS)
     console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
     return out
