@@ -190,5 +190,10 @@ def _generate(spec: ModelSpec, source: GeneratorSource, destination: Path) -> No
 def _new_partial_file(destination: Path) -> Path:
     """A unique temp file next to `destination`, so the final rename is atomic."""
     handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.stem}.", suffix=".part")
+    # mkstemp's 0600 would keep the cached model from an unprivileged builder
+    # (it would then be mounted from a copy): the modes of any new file.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)
     os.close(handle)
     return Path(name)
