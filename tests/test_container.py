@@ -215,3 +215,13 @@ def test_tvm_vector_width_warning_is_dropped_and_long_lines_stay_whole():
     assert "vector bits" not in log.getvalue()
     assert f"  {long_line}" in printed and "warning: a real one" in printed
     assert "\x1b[" not in log.getvalue()  # no colour codes into a pipe
+
+
+def test_a_builder_failing_on_a_full_disk_names_the_host_directory(tmp_path):
+    from wasmforge.container import Mount
+
+    client = FakeClient([b"Traceback (most recent call last):\n  File ...\n"
+                         b"OSError: [Errno 28] No space left on device: '/out/0/m.wasm'\n"], code=1)
+    with pytest.raises(UserError) as info:
+        run_step(client, "img", ["x"], [Mount(str(tmp_path), "/out/0", read_only=False)], quiet(), title="builder")
+    assert str(info.value) == f"no space left on device writing {tmp_path} (builder output)"

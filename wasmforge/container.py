@@ -19,6 +19,7 @@ Profiles:
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import re
 import socket
@@ -313,6 +314,10 @@ def run_step(client, image: str, command: list[str], mounts: list[Mount], consol
         raise UserError(f"{title} ran out of memory (limit {profile.settings['mem_limit']}, scratch files "
                         f"included) and was stopped (raise it with {ENV_PREFIX}MEMORY)", exit_code=1)
     if code != 0:
+        full = os.strerror(errno.ENOSPC)  # the host's disk under a writable mount, not a traceback
+        writable = [m.host for m in mounts if not m.read_only]
+        if writable and any(full in ln for ln in output.lines[-20:]):
+            raise UserError(f"no space left on device writing {', '.join(writable)} ({title} output)", 1)
         errors = [ln[len("error: "):] for ln in output.lines if ln.startswith("error: ")]
         if errors:
             raise UserError(errors[-1], exit_code=2 if code == 2 else 1)
