@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -89,8 +91,10 @@ def test_publish_replaces_atomically_and_keeps_nothing_else(tmp_path):
 
 
 def test_publish_restores_previous_on_failure(tmp_path, monkeypatch):
+    # The fallback of file systems that cannot exchange two directories.
     dist = tmp_path / "dist"
     old = make_artifact(dist / "m")
+    monkeypatch.setattr(artifact, "_exchange", lambda a, b: False)
     real_rename = artifact.os.rename
     calls = []
 
@@ -224,3 +228,181 @@ def test_features_default_to_relaxed_simd_and_match_the_compiler():
     assert (plain.features, plain.feature_set, plain.preprocessing) == (None, "relaxed-simd", None)
     portable = Manifest.from_dict(manifest_dict(copy.deepcopy(FILES), features="simd128"))
     assert portable.feature_set == "simd128"
+
+
+# --- publish under faults -------------------------------------------------------------
+#
+# publish's steps are calls of three primitives: the exchange, a rename, a tree
+# removal. Each test below strikes at every step (before it, after it, or for a
+# removal halfway through) and checks what a user sees in dist/: `m/` present
+# and whole (the old or the new artifact, never a mix), and after the next
+# build's clean-up nothing else.
+
+PUBLISH_DRIVER = r"""
+import os, signal, sys
+from pathlib import Path
+from wasmforge import artifact
+
+dist, exchange, step, when, sig = Path(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), sys.argv[4], sys.argv[5]
+calls = []
+REMOVE = artifact.shutil.rmtree
+
+def strike():
+    if sig == "raise":
+        raise OSError(28, "No space left on device")
+    os.kill(os.getpid(), getattr(signal, sig))
+
+def wrap(real):
+    def primitive(*args, **kwargs):
+        calls.append(real)
+        hit = len(calls) == step
+        if hit and when == "midway" and real is not REMOVE:
+            when_here = "before"  # only a removal has a midway
+        else:
+            when_here = when
+        if hit and when_here == "before":
+            strike()
+        if hit and when_here == "midway":  # a removal that got through part of the tree
+            victim = next(p for p in sorted(Path(args[0]).rglob("*")) if p.is_file())
+            victim.unlink()
+            strike()
+        result = real(*args, **kwargs)
+        if hit and when == "after":
+            strike()
+        return result
+    return primitive
+
+artifact._exchange = wrap(artifact._exchange if exchange else (lambda a, b: False))
+artifact.os.rename = wrap(os.rename)
+artifact.shutil.rmtree = wrap(artifact.shutil.rmtree)
+artifact.publish(Path(sys.argv[6]), dist / "m")
+print(len(calls))
+"""
+
+
+def _old_and_new(tmp_path):
+    dist = tmp_path / "dist"
+    make_artifact(dist / "m")
+    staging = artifact.staging_dir(dist, "m")
+    (staging / "m.wasm").write_bytes(b"\0asm\1\0\0\0new")
+    (staging / "extra.bin").write_bytes(b"only in the new one")
+    seal(staging)
+    old_sums = (dist / "m" / artifact.SUMS_NAME).read_bytes()
+    new_sums = (staging / artifact.SUMS_NAME).read_bytes()
+    return dist, staging, {old_sums: "old", new_sums: "new"}
+
+
+def _drive(dist, staging, exchange, step, when, sig) -> subprocess.CompletedProcess:
+    import sys
+
+    from wasmforge.paths import ROOT
+
+    return subprocess.run([sys.executable, "-c", PUBLISH_DRIVER, str(dist), "1" if exchange else "0",
+                           str(step), when, sig, str(staging)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _which(dist, versions) -> str:
+    """'old' or 'new': which whole artifact dist/m is (fails on a mix or a missing one)."""
+    artifact.verify_sums(dist / "m")
+    return versions[(dist / "m" / artifact.SUMS_NAME).read_bytes()]
+
+
+def _steps(tmp_path, exchange) -> int:
+    dist, staging, _ = _old_and_new(tmp_path / "count")
+    done = _drive(dist, staging, exchange, 0, "after", "raise")
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_publish_takes_few_steps(tmp_path, exchange):
+    # The exchange: exchange + removal of the old one; the fallback: the
+    # exchange refused, two renames, the removal.
+    assert _steps(tmp_path, exchange) == (2 if exchange else 4)
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT", "raise"])
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_publish_struck_at_every_step_leaves_a_whole_artifact(tmp_path, exchange, sig):
+    from rich.console import Console
+
+    from wasmforge import buildlock
+
+    steps = _steps(tmp_path, exchange)
+    seen = []
+    for step in range(1, steps + 1):
+        for when in ("before", "midway", "after"):
+            where = tmp_path / f"{step}-{when}"
+            dist, staging, versions = _old_and_new(where)
+            done = _drive(dist, staging, exchange, step, when, sig)
+            assert "Traceback" not in done.stderr or sig in ("raise", "SIGINT"), done.stderr
+            # Fallback steps: 1 exchange refused, 2 old aside, 3 new in place, 4 old removed.
+            killed_between_renames = (not exchange and sig == "SIGKILL"
+                                      and (step, when) in {(2, "after"), (3, "before"), (3, "midway")})
+            if killed_between_renames:
+                # The one gap of the fallback: SIGKILL cannot be deferred. The next build restores.
+                assert not (dist / "m").exists()
+            else:
+                seen.append(_which(dist, versions))
+            buildlock.clean_leftovers(dist, "m", Console(stderr=True))
+            assert [p.name for p in dist.iterdir()] == ["m"], (step, when)
+            state = _which(dist, versions)
+            assert state == ("new" if done.returncode == 0 else state)
+    if sig != "SIGINT":  # (Python acts on SIGINT at its next check, which may be past the swap)
+        assert set(seen) == {"old", "new"}  # the strikes fell on both sides of the swap
+
+
+def test_sigint_between_the_two_renames_is_deferred_until_the_new_artifact_is_in_place(tmp_path, monkeypatch):
+    dist, staging, versions = _old_and_new(tmp_path)
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        real_rename(src, dst)
+        calls.append(src)
+        if len(calls) == 1:  # the old one is aside, the new one not yet in place
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(artifact, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(artifact.os, "rename", rename)
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: KeyboardInterrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            artifact.publish(staging, dist / "m")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert _which(dist, versions) == "new"
+
+
+def test_a_reader_never_finds_dist_m_or_a_file_of_it_missing(tmp_path):
+    # Path lookups, as a user's `ls dist/m` or `sha256sum -c` make them one by
+    # one. (A reader that opened the old directory before the swap sees it
+    # emptied as it is removed: that is the previous version going away.)
+    import threading
+
+    dist = tmp_path / "dist"
+    make_artifact(dist / "m")
+    paths = [dist / "m" / name for name in [*artifact.artifact_files(dist / "m"), artifact.SUMS_NAME]]
+    stop, missing, looks = threading.Event(), [], [0]
+
+    def reader():
+        while not stop.is_set():
+            looks[0] += 1
+            missing.extend(str(p) for p in paths if not p.is_file())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(200):
+            staging = artifact.staging_dir(dist, "m")
+            shutil.copytree(dist / "m", staging, dirs_exist_ok=True)
+            artifact.publish(staging, dist / "m")
+    finally:
+        stop.set()
+        thread.join()
+    assert looks[0] > 50
+    assert not missing, missing[:3]

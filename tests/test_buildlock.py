@@ -89,8 +89,8 @@ def test_clean_leftovers(tmp_path):
     for name in ("m", "n", "busy"):
         (dist / name).mkdir()
     stale = [".staging-m-abcd1234", ".staging-m.attestations-x_y12345", ".previous-m-4242",
-             ".staging-other-zzzz9999"]
-    kept = [".staging-busy-abcd1234", ".rebuild-abcd", ".staging-not-a-mkdtemp-name"]
+             ".staging-other-zzzz9999", ".rebuild-m-k1ll3d_x", ".rebuild-other-abcd1234"]
+    kept = [".staging-busy-abcd1234", ".rebuild-busy-abcd1234", ".rebuild-abcd", ".staging-not-a-mkdtemp-name"]
     for name in stale + kept:
         (dist / name).mkdir()
     # Killed between publish's two renames: `gone` is missing, its old copy aside.
@@ -140,3 +140,46 @@ def test_orphan_containers(monkeypatch):
     buildlock.remove_orphan_containers(client, quiet()[0])
     assert sorted(c.short_id for c in fakes if c.removed) == ["legacy-exited", "orphan-created",
                                                               "orphan-running"]
+
+
+VERIFY_DRIVER = r"""
+import os, signal, sys
+from pathlib import Path
+from wasmforge import build, verify
+
+def killed_midway(*, dist, **_):
+    (dist / "half-built").mkdir(parents=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+build.build = killed_midway
+verify.rebuild_and_compare("m", dist=Path(sys.argv[1]))
+"""
+
+
+def test_a_killed_verify_rebuild_leaves_a_directory_the_next_run_removes(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.manifests import seal
+    from wasmforge import build, verify
+    from wasmforge.paths import ROOT
+
+    dist = tmp_path / "dist"
+    (dist / "m").mkdir(parents=True)
+    (dist / "m" / "m.wasm").write_bytes(b"\0asm\1\0\0\0")
+    seal(dist / "m")  # a registry model's manifest
+    done = subprocess.run([sys.executable, "-c", VERIFY_DRIVER, str(dist)], cwd=ROOT, capture_output=True)
+    assert done.returncode == -9, done.stderr
+    (left,) = [p.name for p in dist.iterdir() if p.name not in ("m", ".lock-m")]  # a free lock file may stay
+    assert left.startswith(".rebuild-m-") and (dist / left / "half-built").is_dir()
+
+    def identical(*, dist, name, **_):  # the next run: a rebuild that matches
+        shutil.copytree(tmp_path / "dist" / "m", dist / name)
+        return dist / name
+
+    monkeypatch.setattr(build, "build", identical)
+    console, out = quiet()
+    verify.rebuild_and_compare("m", dist=dist, console=console)
+    assert sorted(p.name for p in dist.iterdir()) == ["m"]
+    assert f"removed {left}" in out.getvalue() and "rebuild identical" in out.getvalue()

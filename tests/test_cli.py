@@ -7,6 +7,7 @@ test module of the package module each task calls.)"""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -134,3 +135,18 @@ def test_unknown_model_names_get_a_suggestion(tmp_path):
         artifact_dir("my-nte", tmp_path)
     with pytest.raises(UserError, match=r"^no artifact dist/zzz; build it with"):
         artifact_dir("zzz", tmp_path)
+
+
+@pytest.mark.parametrize("filename", ["/data/dist/x/big.bin", None])
+def test_a_full_disk_in_any_task_is_one_line(monkeypatch, filename):
+    import errno
+
+    from wasmforge import verify
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([filename] if filename else []))
+
+    monkeypatch.setattr(verify, "verify_hashes", full)
+    code, _, stderr = invoke("verify", "--model", "lenet-digits")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip() == "error: no space left on device" + (f" writing {filename}" if filename else "")

@@ -5,6 +5,7 @@ No test touches the internet: downloads come from http.server on 127.0.0.1.
 
 import hashlib
 import http.server
+import os
 import socket
 import sys
 import threading
@@ -99,6 +100,10 @@ def test_download_lands_in_cache_under_its_sha256(server, cache):
     assert path.read_bytes() == PAYLOAD
     assert cache_files(cache) == [path.name]  # no temp files left behind
     assert requests == ["/model.onnx"]
+    # Readable by others (an unprivileged builder mounts it), as the umask says.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_cache_hit_does_not_download_again(server, cache):

@@ -16,7 +16,8 @@ from tests.cli import LENET_ONNX, assert_one_line_error, dist_listing, invoke
 from tests.onnx_models import tiny_cnn, two_outputs
 from tests.onnx_mutations import MUTATIONS, mutate
 from wasmforge.errors import UserError
-from wasmforge.onnx_guard import MAX_OPSET, inspect_onnx
+from wasmforge.limits import GuardLimits
+from wasmforge.onnx_guard import MAX_OPSET, inspect_onnx, prescan
 from wasmforge.paths import ROOT
 
 
@@ -186,6 +187,109 @@ def test_versions(tmp_path):
     model.opset_import[0].version = 13
     model.ir_version = onnx.IR_VERSION + 1
     assert "has IR version" in refused(save(model, tmp_path / "m.onnx"))
+
+
+# --- bounds: nodes, nesting, graph entries (resources/limits.toml) -------------------
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _uvarint(number << 3 | wire)
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _key(number, 2) + _uvarint(len(payload)) + payload
+
+
+def _header() -> bytes:
+    return helper.make_model(helper.make_graph([], "main", [], [])).SerializeToString()
+
+
+def test_a_million_nodes_are_refused_quickly_without_parsing(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    node = _field(1, helper.make_node("Relu", ["x"], ["x"]).SerializeToString())  # GraphProto.node
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_header() + _field(7, node * 1_000_000))  # ModelProto.graph
+    started = time.monotonic()
+    message = refused(path)
+    assert time.monotonic() - started < 2.0
+    assert message == "m.onnx has more than 100000 nodes, the guard's bound (resources/limits.toml)"
+    # Its memory: what `import onnx` costs, not what a parse would (1.4 GB).
+    # (VmHWM: this process's peak; ru_maxrss would include the parent's at fork.)
+    probe = ("import sys; from pathlib import Path; from wasmforge.onnx_guard import inspect_onnx\n"
+             "try: inspect_onnx(Path(sys.argv[1]))\nexcept Exception: pass\n"
+             "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+             "print(int(hwm.split()[1]) // 1024)")
+    rss_mib = int(subprocess.run([sys.executable, "-c", probe, str(path)], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout)
+    assert rss_mib < 250
+
+
+def _nested_if(levels: int) -> bytes:
+    """A model whose main graph holds an If whose then-branch holds an If ... `levels` graphs in all,
+    written on the wire (helper would take minutes for thousands of levels)."""
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [], [out]).SerializeToString()
+    for level in range(levels - 1):
+        attribute = _field(1, b"then_branch") + _field(6, graph) + _key(20, 0) + _uvarint(5)  # type GRAPH
+        node = _field(1, b"c") + _field(2, b"y") + _field(4, b"If") + _field(5, attribute)
+        graph = _field(1, node) + _field(2, b"g%d" % level)
+    return _header() + _field(7, graph)
+
+
+def test_deep_nesting_is_refused_for_its_depth(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_nested_if(3000))
+    assert refused(path) == ("m.onnx nests subgraphs (If/Loop/Scan bodies) more than 16 levels deep, "
+                             "the guard's bound (resources/limits.toml)")
+    path.write_bytes(_nested_if(17))
+    assert "more than 16 levels deep" in refused(path)
+    # 16 levels pass the bound, and protobuf parses them (the parser's own limit is near 31).
+    path.write_bytes(_nested_if(16))
+    prescan(path)
+    assert len(onnx.load(str(path)).graph.node) == 1
+
+
+def test_nodes_in_subgraphs_and_functions_and_graph_entries_count(tmp_path):
+    small = GuardLimits(max_nodes=6, max_graph_depth=16, max_graph_entries=9)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_nested_if(6))  # 5 Ifs, one per graph, + 1 Identity
+    prescan(path, small)
+    path.write_bytes(_nested_if(7))
+    with pytest.raises(UserError, match="more than 6 nodes"):
+        prescan(path, small)
+    model = tiny_cnn()  # 6 nodes; 7 initializers, 1 input, 1 output
+    save(model, path)
+    prescan(path, small)
+    model.functions.append(helper.make_function("local", "F", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                                                [helper.make_opsetid("", 13)]))
+    save(model, path)
+    with pytest.raises(UserError, match="more than 6 nodes"):
+        prescan(path, small)
+    model = tiny_cnn()
+    model.graph.value_info.append(helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]))
+    save(model, path)
+    with pytest.raises(UserError, match="more than 9 initializers, inputs, outputs and value_info entries"):
+        prescan(path, small)
+
+
+def test_the_prescan_leaves_malformed_bytes_to_the_parse(tmp_path):
+    path = tmp_path / "m.onnx"
+    for data in (b"\xff" * 20, _header() + _key(7, 2) + _uvarint(1000), _header() + _key(1, 7)):
+        path.write_bytes(data)
+        prescan(path)  # no verdict: the parse names it
+        assert "truncated or corrupt protobuf" in refused(path)
 
 
 def test_control_characters_in_names_stay_on_one_line(tmp_path):

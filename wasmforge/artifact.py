@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -87,23 +89,87 @@ def staging_dir(dist: Path, name: str) -> Path:
 
 
 def publish(staging: Path, final: Path) -> None:
-    """Replace `final` by `staging` so that readers see the old or the new artifact, never a mix.
+    """Put `staging` in the place of `final` so that `final` is present and whole at
+    every moment, whatever signal (SIGINT, SIGTERM, SIGKILL) strikes when.
 
-    The previous artifact is first renamed aside, then the new one renamed into
-    place; only then is the old one deleted.
+    The first artifact of a name is one rename. A replacement is one atomic
+    exchange of the two directories (Linux `renameat2(RENAME_EXCHANGE)`), after
+    which `staging` holds the previous artifact and is deleted: a process killed
+    before the exchange leaves the old artifact, after it the new one, and in
+    both cases a `.staging-` directory that the next build removes.
+
+    Where the file system cannot exchange (not Linux, NFS, ...), the previous
+    artifact is renamed aside and the new one into place, with SIGINT, SIGTERM
+    and SIGHUP deferred across the two renames; only SIGKILL between them leaves
+    no `final` (the next build puts the previous one back: buildlock).
     """
-    previous = None
-    if final.exists():
-        previous = final.with_name(f".previous-{final.name}-{os.getpid()}")
-        os.rename(final, previous)
-    try:
+    if not os.path.lexists(final):
         os.rename(staging, final)
-    except OSError:
-        if previous is not None:
-            os.rename(previous, final)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # now the previous artifact
+        return
+    previous = final.with_name(f".previous-{final.name}-{os.getpid()}")
+    with signals_deferred():
+        try:
+            os.rename(final, previous)
+            os.rename(staging, final)
+        except BaseException:
+            if os.path.lexists(previous) and not os.path.lexists(final):
+                os.rename(previous, final)
+            raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step; False where the system or file system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+# Signals that end a process by default or through Python's KeyboardInterrupt.
+DEFERRED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block is done, then act on them.
+
+    Python handlers run in the main thread only, so outside it (where no
+    handler can be set) this changes nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    numbers = [getattr(signal, n) for n in DEFERRED_SIGNALS if hasattr(signal, n)]
+    saved = {n: signal.signal(n, lambda number, _frame: caught.append(number)) for n in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)  # now the saved handler (or the default action) runs
 
 
 # --- manifest.json ----------------------------------------------------------------

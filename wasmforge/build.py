@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from .paths import DIST, ROOT
 from .reference import load_case  # lives there so the smoke image can import it
 from .runner import PARAMS_SUFFIX, WasmModel, WasmRunError
 from .source import Source, resolve_source, vet
+from .terminal import make_console
 
 REFERENCE_CASES = 3
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -91,7 +94,7 @@ def build_batch(*, models=(), onnx_files=(), onnx_dir=None, name=None, input_sha
     outcomes = build_many(sources, external_params=external_params, features=features, dist=dist,
                           console=console)
     failed = [o for o in outcomes if o.error is not None]
-    console = console or Console(stderr=True)
+    console = console or make_console()
     console.print(f"[bold]{len(outcomes) - len(failed)} of {len(outcomes)} built[/]", highlight=False)
     if failed:
         raise UserError(f"{len(failed)} of {len(outcomes)} models failed: "
@@ -106,7 +109,7 @@ def build_many(sources: list[Source], *, external_params: bool = False, features
 
     A model that fails does not stop the others; each artifact is byte-identical
     to the one a build of that model alone makes."""
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if features not in FEATURES:
         raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     started_on = datetime.now(timezone.utc)
@@ -123,13 +126,15 @@ def build_many(sources: list[Source], *, external_params: bool = False, features
     with contextlib.ExitStack() as stack:
         # One build of a name at a time (sorted: two batches cannot deadlock);
         # then clear what killed builds left.
-        for name in sorted(names):
-            stack.enter_context(buildlock.model_lock(dist, name, console))
+        with disk_full_named(dist):
+            for name in sorted(names):
+                stack.enter_context(buildlock.model_lock(dist, name, console))
         stagings: dict[str, Path] = {}
         try:
             for source in sources:
                 buildlock.clean_leftovers(dist, source.name, console, client)
-                stagings[source.name] = artifact.staging_dir(dist, source.name)
+                with disk_full_named(dist):
+                    stagings[source.name] = artifact.staging_dir(dist, source.name)
             compiled = compile_sources(sources, stagings, client=client, builder=builder, console=console,
                                        external_params=external_params, tuning_root=tuning_root,
                                        features=features)
@@ -181,7 +186,7 @@ def compile_sources(sources: list[Source], out_dirs: dict[str, Path], *, client,
     jobs, mounts, databases = _jobs(sources, out_dirs, external_params, tuning_root, console, features)
     command = ["python3", "-m", "wasmforge.compiler", "build", BuildRequest(jobs).to_json()]
     step = run_step(client, builder.id, command, mounts, console, title="builder",
-                    environment={"PYTHONPATH": "/src"}, output=step_output)
+                    environment={"PYTHONPATH": "/src"}, output=step_output, models=len(jobs))
     results = {r.name: r for r in step.results}
     return [Compiled(s, results.get(s.name), out_dirs[s.name], databases[s.name]) for s in sources]
 
@@ -220,26 +225,28 @@ def _jobs(sources, stagings, external_params, tuning_root, console, features=DEF
 def _finish(source: Source, result: JobResult | None, staging: Path, dist: Path, builder, console,
             external_params: bool, database: Path | None, features: str = DEFAULT_FEATURES) -> Path:
     """Check one compiled model against onnxruntime and publish it."""
+    final = dist / source.name
     try:
-        if result is None:
-            raise UserError(f"the builder reported nothing for {source.name}", 1)
-        if result.error is not None:
-            raise UserError(result.error, result.exit_code or 1)
-        graph_info = result.graph
-        frozen = _frozen_values(source)
-        cases = write_reference(staging, source.onnx, graph_info, frozen)
-        check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
-                                external_params=external_params)
-        write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
-                       tuning_digest=database and tuning.database_digest(database), features=features)
-        artifact.write_sums(staging)
-        final = dist / source.name
-        artifact.publish(staging, final)
+        with disk_full_named(staging, final):
+            if result is None:
+                raise UserError(f"the builder reported nothing for {source.name}", 1)
+            if result.error is not None:
+                if DISK_FULL_TEXT in result.error:  # the builder writing into the staging directory
+                    raise OSError(errno.ENOSPC, DISK_FULL_TEXT)
+                raise UserError(result.error, result.exit_code or 1)
+            graph_info = result.graph
+            frozen = _frozen_values(source)
+            cases = write_reference(staging, source.onnx, graph_info, frozen)
+            check_against_reference(staging / f"{source.name}.wasm", staging, cases, console,
+                                    external_params=external_params)
+            write_manifest(staging, source, graph_info, builder, cases, external_params=external_params,
+                           tuning_digest=database and tuning.database_digest(database), features=features)
+            artifact.write_sums(staging)
+            artifact.publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shown = final.relative_to(ROOT) if final.is_relative_to(ROOT) else final
-    console.print(f"[bold green]built[/] {shown}", highlight=False)
+    console.print(f"[bold green]built[/] {_shown(final)}", highlight=False)
     return final
 
 
@@ -249,6 +256,28 @@ def preprocessing_of(source: Source) -> str | None:
 
     registry_name = source.description.get("registry")
     return get_model(registry_name).preprocessing if registry_name else None
+
+
+DISK_FULL_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+@contextlib.contextmanager
+def disk_full_named(where: Path, final: Path | None = None):
+    """A full disk (or quota) while writing under `where` becomes one line naming the
+    path; the caller's clean-up then removes what was half written, and `final`
+    (the previous artifact) is untouched."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        path = Path(exc.filename) if isinstance(exc.filename, str) else where
+        kept = f"; {_shown(final)} is unchanged" if final is not None and final.exists() else ""
+        raise UserError(f"no space left on device writing {_shown(path)}{kept}", 1) from None
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _frozen_values(source: Source) -> dict[str, np.ndarray]:

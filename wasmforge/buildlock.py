@@ -7,7 +7,9 @@ even by SIGKILL, so a lock that can be taken means nobody is building.
 
 `clean_leftovers` then removes what a killed build leaves: staging and
 `.previous-` directories whose model's lock is free (a killed publish is rolled
-back first), and builder containers whose owning process is gone.
+back first), `.rebuild-` directories of a killed `invoke verify --rebuild`
+(which holds the model's lock while it rebuilds), and builder containers whose
+owning process is gone.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from rich.console import Console
 from .container import OWNER_LABEL, STEP_LABEL
 
 LOCK_PREFIX = ".lock-"
-# artifact.staging_dir adds mkdtemp's 8 random characters; publish adds a pid.
-_LEFTOVER = re.compile(r"\.(?:staging-(?P<staged>.+)-[a-z0-9_]{8}|previous-(?P<previous>.+)-\d+)")
+# artifact.staging_dir and verify's rebuild add mkdtemp's 8 random characters;
+# publish adds a pid.
+_LEFTOVER = re.compile(r"\.(?:staging-(?P<staged>.+)-[a-z0-9_]{8}|rebuild-(?P<rebuilt>.+)-[a-z0-9_]{8}"
+                       r"|previous-(?P<previous>.+)-\d+)")
 # Attestations are written inside the build of the model they belong to.
 _ATTESTATIONS = ".attestations"
 
@@ -88,7 +92,7 @@ def clean_leftovers(dist: Path, held: str, console: Console, client=None) -> Non
     for path in dist.iterdir():
         match = _LEFTOVER.fullmatch(path.name)
         if match and path.is_dir():
-            owner = (match["staged"] or match["previous"]).removesuffix(_ATTESTATIONS)
+            owner = (match["staged"] or match["rebuilt"] or match["previous"]).removesuffix(_ATTESTATIONS)
             by_model.setdefault(owner, []).append(path)
     for model, paths in sorted(by_model.items()):
         if model == held:

@@ -34,6 +34,13 @@ def user_errors(func):
             raise Exit(f"error: {exc}", code=getattr(exc, "exit_code", 1) or 1) from None
         except KeyboardInterrupt:
             raise Exit("error: interrupted", code=130) from None
+        except OSError as exc:
+            import errno
+
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise Exit(f"error: no space left on device{where}", code=1) from None
 
     return wrapper
 
@@ -79,11 +86,10 @@ def _json_target(path, option: str = "json") -> None:
 @user_errors
 def image(c, rebuild=False, no_cache=False):
     """Bootstrap the base image (if needed) and build the builder and smoke images."""
-    from rich.console import Console
-
     from . import images
+    from .terminal import make_console
 
-    console = Console(stderr=True)
+    console = make_console()
     client = images.docker_client()
     for ensure in (images.ensure_builder, images.ensure_smoke):
         built = ensure(client, console, rebuild=rebuild, no_cache=no_cache)

@@ -8,7 +8,9 @@ outside if it runs too long.
 
 Profiles:
 - `builder_profile`: a compiler step in the builder image (no network, the
-  caller's uid, scratch tmpfs at /tmp and /work);
+  caller's uid or the image's unprivileged user for root, no capabilities,
+  no-new-privileges, memory/CPU/pid/wall-clock limits from
+  resources/limits.toml, scratch tmpfs at /tmp and /work);
 - `smoke_profile`: the locked-down smoke test (read-only root, no network,
   uid 1000 without capabilities, memory/CPU/pid limits);
 - `listing_profile`: a short read-only query of an image (e.g. its packages).
@@ -17,11 +19,14 @@ Profiles:
 from __future__ import annotations
 
 import codecs
+import errno
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -29,6 +34,7 @@ from rich.text import Text
 
 from .compiler.request import RESULT_PREFIX, STEP_PREFIX, JobResult
 from .errors import UserError
+from .limits import ENV_PREFIX, builder_limits
 
 # Every container carries these labels: its title, and the host and pid of the
 # process that will remove it (buildlock removes those whose process died
@@ -52,14 +58,107 @@ class Profile:
     wall_limit: float | None = None  # seconds, then the container is killed
 
 
-def builder_profile() -> Profile:
+# The image's own unprivileged user (docker/builder/Dockerfile), for a host user
+# that is root: the builder never runs as uid 0.
+BUILDER_UID = BUILDER_GID = 1000
+
+
+def builder_user() -> tuple[int, int]:
+    """The uid:gid a builder runs as: the caller's, so that what it writes into
+    mounted directories belongs to them; the image's `builder` user for root."""
+    uid, gid = os.getuid(), os.getgid()
+    return (uid, gid) if uid != 0 else (BUILDER_UID, BUILDER_GID)
+
+
+def builder_profile(limits=None, models: int = 1) -> Profile:
+    """A compiler step: no network, not root, no capabilities, no new privileges,
+    memory (scratch tmpfs included), CPU, pid and wall-clock limits from
+    resources/limits.toml (or WASMFORGE_BUILDER_* variables); the wall clock
+    is per model, `models` of them."""
+    limits = limits or builder_limits()
+    uid, gid = builder_user()
     return Profile({
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": f"{uid}:{gid}",
         "network_disabled": True,
         "network_mode": "none",
         "working_dir": "/work",
-        "tmpfs": {"/tmp": "rw,exec,mode=1777", "/work": "rw,exec,mode=1777"},
-    })
+        # Owned by the builder's user: this docker resets the mode of the
+        # working directory's mount to 0755 whatever `mode=` says.
+        "tmpfs": {path: f"rw,exec,uid={uid},gid={gid},mode=1777" for path in ("/tmp", "/work")},
+        "mem_limit": limits.memory,
+        "memswap_limit": limits.memory,  # no swap to spill into
+        "nano_cpus": int(limits.cpus * 1e9),
+        "pids_limit": limits.pids,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }, wall_limit=limits.wall_seconds * max(1, models))
+
+
+@contextmanager
+def writable_by(paths, uid: int, gid: int) -> Iterator[None]:
+    """Give `paths` (directories the container writes into) to uid:gid for the
+    block, and back to the caller afterwards (also after a failure), so that
+    a root caller's builder can write as an unprivileged user and the caller
+    still owns every file. Nothing to do when the caller is that user."""
+    mine = (os.getuid(), os.getgid())
+    if (uid, gid) == mine:
+        yield
+        return
+    for path in paths:
+        _chown_tree(path, uid, gid)
+    try:
+        yield
+    finally:
+        for path in paths:
+            _chown_tree(path, *mine)
+
+
+@contextmanager
+def readable_by(mounts: list[Mount], uid: int, gid: int) -> Iterator[list[Mount]]:
+    """The read-only mounts as the container's user can read them: a file it
+    may not read (a model saved with mode 0600 by a root caller) is mounted
+    from a private copy it owns for the block; a directory it cannot read is
+    one `error:` line. Nothing changes when the container runs as the caller."""
+    if (uid, gid) == (os.getuid(), os.getgid()):
+        yield list(mounts)
+        return
+    import shutil
+    import tempfile
+
+    copies: str | None = None
+    result = []
+    try:
+        for mount in mounts:
+            if mount.read_only and not _may_read(mount.host, uid, gid):
+                if os.path.isdir(mount.host):
+                    raise UserError(f"{mount.host} is not readable by the builder's unprivileged user "
+                                    f"(uid {uid}); make it readable for others (chmod o+rx)")
+                copies = copies or tempfile.mkdtemp(prefix="wasmforge-mount-")
+                copy = os.path.join(copies, str(len(result)))
+                shutil.copyfile(mount.host, copy)
+                os.chmod(copy, 0o400)
+                os.chown(copy, uid, gid)
+                mount = Mount(copy, mount.container, read_only=True)
+            result.append(mount)
+        yield result
+    finally:
+        if copies is not None:
+            shutil.rmtree(copies, ignore_errors=True)
+
+
+def _may_read(path: str, uid: int, gid: int) -> bool:
+    status = os.stat(path)
+    shift = 6 if status.st_uid == uid else 3 if status.st_gid == gid else 0
+    need = 0o5 if os.path.isdir(path) else 0o4
+    return (status.st_mode >> shift) & need == need
+
+
+def _chown_tree(path, uid: int, gid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), uid, gid)
+    if os.path.lexists(path):
+        os.lchown(path, uid, gid)
 
 
 def smoke_profile() -> Profile:
@@ -155,6 +254,11 @@ class Container:
                     raise
 
 
+# Builder lines that tell the user nothing and are dropped from the log: TVM's
+# LLVM backend announces on every build the vector width it picked for wasm32.
+NOISE = (re.compile(r"llvm_instance\.cc:\d+: Warning: Set native vector bits to be \d+ for `wasm32`"),)
+
+
 @dataclass
 class StepOutput:
     lines: list[str] = field(default_factory=list)
@@ -163,22 +267,29 @@ class StepOutput:
 
 def run_step(client, image: str, command: list[str], mounts: list[Mount], console: Console,
              title: str, environment: dict[str, str] | None = None,
-             output: StepOutput | None = None) -> StepOutput:
+             output: StepOutput | None = None, models: int = 1) -> StepOutput:
     """Run one builder step, echo its output with step timings, and collect its result lines
     (into `output` if given: the caller keeps what came before a failure).
+    `models`: how many models it builds (its wall-clock limit is per model).
 
     A non-zero exit raises UserError carrying the step's own `error:` line when
     it printed one (exit code 2: the input is at fault) or the log tail.
     """
     output = StepOutput() if output is None else output
     started = step_started = time.monotonic()
+    profile = builder_profile(models=models)
+    user = builder_user()
     try:
-        with Container(client, image, command, profile=builder_profile(), title=title, mounts=mounts,
-                       environment=environment) as container:
+        with writable_by([m.host for m in mounts if not m.read_only], *user), \
+                readable_by(mounts, *user) as mounts, \
+                Container(client, image, command, profile=profile, title=title, mounts=mounts,
+                          environment=environment) as container:
             for line in container.lines():
                 result = JobResult.parse(line)
                 if result is not None:
                     output.results.append(result)
+                    continue
+                if any(pattern.search(line) for pattern in NOISE):
                     continue
                 output.lines.append(line)
                 if line.startswith(STEP_PREFIX):
@@ -196,7 +307,17 @@ def run_step(client, image: str, command: list[str], mounts: list[Mount], consol
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{title} container failed: {reason} (was it removed from outside?)", 1) from None
     code = container.exit_code
+    if container.timed_out:
+        raise UserError(f"{title} ran longer than its limit of {profile.wall_limit:g} s and was stopped "
+                        f"(raise the per-model limit with {ENV_PREFIX}WALL_SECONDS)", exit_code=1)
+    if container.oom_killed:
+        raise UserError(f"{title} ran out of memory (limit {profile.settings['mem_limit']}, scratch files "
+                        f"included) and was stopped (raise it with {ENV_PREFIX}MEMORY)", exit_code=1)
     if code != 0:
+        full = os.strerror(errno.ENOSPC)  # the host's disk under a writable mount, not a traceback
+        writable = [m.host for m in mounts if not m.read_only]
+        if writable and any(full in ln for ln in output.lines[-20:]):
+            raise UserError(f"no space left on device writing {', '.join(writable)} ({title} output)", 1)
         errors = [ln[len("error: "):] for ln in output.lines if ln.startswith("error: ")]
         if errors:
             raise UserError(errors[-1], exit_code=2 if code == 2 else 1)

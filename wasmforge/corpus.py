@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from . import paths
 from .errors import UserError
 from .hashing import sha256_file
+from .terminal import make_console
 
 CORPUS_FILE = paths.RESOURCES / "corpus.toml"
 DOMAINS = ("vision", "ocr", "audio", "text")
@@ -358,9 +359,7 @@ def run(only=(), *, list_only: bool = False, do_build: bool = False, include_fai
         console=None) -> int:
     """`invoke corpus`: list, fetch, optionally build; returns the number of failed builds
     (a model marked expected_failure that fails is not counted)."""
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
+    console = console or make_console()
     corpus = load_corpus()
     entries = corpus.select(only)
     root = corpus_root()

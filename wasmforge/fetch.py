@@ -18,13 +18,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from wasmforge import __version__, paths
 from wasmforge.errors import UserError
 from wasmforge.hashing import sha256_bytes, sha256_file
 from wasmforge.registry import FileSource, GeneratorSource, ModelSpec, UrlSource
+from wasmforge.terminal import make_console
 
 # Offline machines must fail in seconds, not after the OS's multi-minute TCP timeout.
 # urllib applies this to the connect and to each read, not to the whole transfer.
@@ -113,7 +113,7 @@ def _stream_to_file(spec: ModelSpec, url: str, response, partial: Path, timeout:
     received = 0
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress, open(partial, "wb") as out:
+    with Progress(*columns, console=make_console()) as progress, open(partial, "wb") as out:
         task = progress.add_task(f"downloading {spec.name}", total=total)
         try:
             while chunk := response.read(_READ_CHUNK_BYTES):
@@ -168,7 +168,7 @@ def _generate(spec: ModelSpec, source: GeneratorSource, destination: Path) -> No
         build = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError):
         raise UserError(f"generator {source.entry} for {spec.name} does not exist", exit_code=1) from None
-    with Console(stderr=True).status(f"generating {spec.name}"):
+    with make_console().status(f"generating {spec.name}"):
         model = build(**source.kwargs())
         data = model if isinstance(model, bytes) else model.SerializeToString()
     actual = sha256_bytes(data)
@@ -190,5 +190,10 @@ def _generate(spec: ModelSpec, source: GeneratorSource, destination: Path) -> No
 def _new_partial_file(destination: Path) -> Path:
     """A unique temp file next to `destination`, so the final rename is atomic."""
     handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.stem}.", suffix=".part")
+    # mkstemp's 0600 would keep the cached model from an unprivileged builder
+    # (it would then be mounted from a copy): the modes of any new file.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)
     os.close(handle)
     return Path(name)

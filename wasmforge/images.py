@@ -27,6 +27,7 @@ from rich.markup import escape
 from wasmforge import __version__
 from wasmforge.errors import UserError
 from wasmforge.paths import CACHE, PINS_FILE, ROOT
+from wasmforge.terminal import make_console
 
 # Bump when _bootstrap/_tidy_rootfs/_write_tar change what ends up in the base.
 BOOTSTRAP_RECIPE = 1
@@ -71,7 +72,7 @@ def docker_client():
 
 
 def _console(console: Console | None) -> Console:
-    return console or Console(stderr=True)
+    return console or make_console()
 
 
 def _local_image(client, ref: str):

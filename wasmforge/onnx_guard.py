@@ -63,6 +63,7 @@ def inspect_onnx(path: Path) -> onnx.ModelProto:
     size = status.st_size
     if size > MAX_MODEL_FILE:
         _refuse(path, f"is {size} bytes; protobuf files must stay below 2 GiB (keep weights as external data)")
+    prescan(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
@@ -80,6 +81,168 @@ def inspect_onnx(path: Path) -> onnx.ModelProto:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _refuse(path, f"failed the ONNX checker: {first}")
     return model
+
+
+# --- the pre-scan: counting on the wire format ------------------------------------------
+#
+# Parsing a model builds every message in memory: a million-node file takes tens
+# of seconds and more than a GiB, and subgraphs nested past protobuf's depth
+# limit come out as a "corrupt" file. So before the parse, the guard walks the
+# protobuf wire format itself, only far enough to count nodes, graph entries and
+# nesting (field numbers from onnx.proto), and stops at the first bound passed.
+# Malformed bytes end the walk silently: the parse that follows names them.
+
+_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_GRAPH_NODE, _GRAPH_ENTRIES = 1, frozenset({5, 11, 12, 13, 15})  # initializer, input, output, value_info, sparse
+_FUNCTION_NODE = 7
+_NODE_ATTRIBUTE = 5
+_ATTRIBUTE_GRAPHS = frozenset({6, 11})  # g, graphs
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Bound(Exception):
+    pass
+
+
+def _varint(data, pos: int) -> tuple[int, int]:
+    byte = data[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    value, shift = byte & 0x7F, 7
+    while True:
+        pos += 1
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos + 1
+        shift += 7
+        if shift > 63:
+            raise _Malformed
+
+
+def _fields(data, start: int, end: int, wanted):
+    """(field number, start, end) of each length-delimited field in `wanted` of the
+    message in data[start:end]; every other field is skipped."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise _Malformed
+            if number in wanted:
+                yield number, pos, pos + length
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 3:  # a (deprecated) group: skip to its end marker
+            pos = _skip_group(data, pos, end, number)
+        else:
+            raise _Malformed
+    if pos != end:
+        raise _Malformed
+
+
+def _skip_group(data, pos: int, end: int, number: int) -> int:
+    depth = 1
+    while pos < end:
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 3:
+            depth += 1
+        elif wire == 4:
+            depth -= 1
+            if depth == 0:
+                return pos
+        else:
+            raise _Malformed
+    raise _Malformed
+
+
+class _Scan:
+    def __init__(self, path: Path, data, limits):
+        self.path, self.data, self.limits = path, data, limits
+        self.nodes = self.entries = 0
+
+    def count_nodes(self, start: int, end: int, field: int) -> list[tuple[int, int]]:
+        """The nodes of one graph or function, counted (cheaply: no node is opened) before any is read."""
+        nodes = []
+        for _, node_start, node_end in _fields(self.data, start, end, {field}):
+            nodes.append((node_start, node_end))
+            self.nodes += 1
+            if self.nodes > self.limits.max_nodes:
+                raise _Bound(f"has more than {self.limits.max_nodes} nodes, the guard's bound "
+                             "(resources/limits.toml)")
+        return nodes
+
+    def graph(self, start: int, end: int, level: int) -> None:
+        if level > self.limits.max_graph_depth:
+            raise _Bound(f"nests subgraphs (If/Loop/Scan bodies) more than {self.limits.max_graph_depth} "
+                         "levels deep, the guard's bound (resources/limits.toml)")
+        nodes = self.count_nodes(start, end, _GRAPH_NODE)
+        for _ in _fields(self.data, start, end, _GRAPH_ENTRIES):
+            self.entries += 1
+            if self.entries > self.limits.max_graph_entries:
+                raise _Bound(f"has more than {self.limits.max_graph_entries} initializers, inputs, outputs "
+                             "and value_info entries, the guard's bound (resources/limits.toml)")
+        self.subgraphs(nodes, level)
+
+    def subgraphs(self, nodes, level: int) -> None:
+        data = self.data
+        for node_start, node_end in nodes:
+            for _, a_start, a_end in _fields(data, node_start, node_end, {_NODE_ATTRIBUTE}):
+                # A quick look first: without the key byte of field g or graphs
+                # anywhere in it, an attribute holds no graph.
+                if data.find(b"\x32", a_start, a_end) < 0 and data.find(b"\x5a", a_start, a_end) < 0:
+                    continue
+                for _, g_start, g_end in _fields(data, a_start, a_end, _ATTRIBUTE_GRAPHS):
+                    self.graph(g_start, g_end, level + 1)
+
+    def model(self) -> None:
+        data = self.data
+        for number, start, end in _fields(data, 0, len(data), {_MODEL_GRAPH, _MODEL_FUNCTIONS}):
+            if number == _MODEL_GRAPH:
+                self.graph(start, end, 1)
+            else:
+                self.subgraphs(self.count_nodes(start, end, _FUNCTION_NODE), 1)
+
+
+def prescan(path: Path, limits=None) -> None:
+    """Refuse a model whose node count, subgraph nesting or number of graph entries
+    passes the bounds of resources/limits.toml, without parsing it."""
+    import mmap
+
+    from .limits import guard_limits
+
+    limits = limits or guard_limits()
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                try:
+                    _Scan(path, data, limits).model()
+                except (_Malformed, IndexError, RecursionError):
+                    return  # the parse names it
+    except _Bound as bound:
+        _refuse(path, str(bound))
+    except OSError:
+        _refuse(path, "cannot be read")
 
 
 def _refuse(path: Path, problem: str) -> NoReturn:

@@ -18,6 +18,7 @@ from .container import Mount, run_step
 from .errors import UserError
 from .hashing import sha256_bytes, sha256_file
 from .paths import TUNING
+from .terminal import make_console
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGET_NAME = "wasm32-simd128"
@@ -26,6 +27,10 @@ DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 def database_dir(name: str, root: Path = TUNING) -> Path:
     return root / name / TARGET_NAME
+
+
+# Tuning takes longer than a build: four models' worth of the builder's wall clock.
+TUNE_WALL_MODELS = 4
 
 
 def find_database(name: str, root: Path = TUNING) -> Path | None:
@@ -48,7 +53,7 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
     """Run the compiler's tuner in the builder image; resumable: run again to continue."""
     from .source import resolve_source, vet
 
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if trials < 1 or max_tasks < 0:
         raise UserError("--trials must be >= 1 and --max-tasks >= 0")
     source = vet(resolve_source(model, onnx, name))
@@ -60,6 +65,7 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
                "--trials", str(trials), "--max-tasks", str(max_tasks)]
     mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(source.onnx), "/in/model.onnx"),
               Mount(str(out), "/out", read_only=False)]
-    run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"})
+    run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"},
+             models=TUNE_WALL_MODELS)
     console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
     return out

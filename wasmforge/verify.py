@@ -10,10 +10,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import artifact
+from . import artifact, buildlock
 from .errors import UserError
 from .paths import DIST, ROOT
 from .run import artifact_dir
+from .terminal import make_console
 
 
 def verify_hashes(model: str, dist: Path = DIST) -> list[str]:
@@ -109,20 +110,25 @@ def rebuild_and_compare(model: str, onnx: str | None = None, dist: Path = DIST,
     """Build the same model again into a temporary directory and compare every byte."""
     from .build import build
 
-    console = console or Console(stderr=True)
+    console = console or make_console()
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
     registry_name = manifest.source.registry
     if registry_name is None and onnx is None:
         raise UserError(f"{model} was built from a file; pass it again with --onnx PATH to rebuild")
-    with tempfile.TemporaryDirectory(prefix=".rebuild-", dir=dist) as tmp:
-        rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
-                        external_params=manifest.params is not None, features=manifest.feature_set,
-                        dist=Path(tmp), console=console)
-        different = differing_files(directory, rebuilt)
-        for name in different:
-            console.print(f"[bold red]differs:[/] {name}")
-            show_diffoscope(directory / name, rebuilt / name, console)
+    # The model's lock for the whole comparison: dist/<model> cannot change
+    # meanwhile, and a .rebuild- directory whose lock is free is a leftover of
+    # a killed verify, which the next build or verify removes (buildlock).
+    with buildlock.model_lock(dist, model, console):
+        buildlock.clean_leftovers(dist, model, console)
+        with tempfile.TemporaryDirectory(prefix=f".rebuild-{model}-", dir=dist) as tmp:
+            rebuilt = build(model=None if onnx else registry_name, onnx=onnx, name=model,
+                            external_params=manifest.params is not None, features=manifest.feature_set,
+                            dist=Path(tmp), console=console)
+            different = differing_files(directory, rebuilt)
+            for name in different:
+                console.print(f"[bold red]differs:[/] {name}")
+                show_diffoscope(directory / name, rebuilt / name, console)
     if different:
         raise UserError(f"rebuild of {model} is not bit-identical: {', '.join(different)}", 1)
     console.print(f"[bold green]rebuild identical[/]: every file of dist/{model} matches")

@@ -119,3 +119,22 @@ def test_failed_build_is_a_user_error_naming_the_step(client, monkeypatch):
 def test_unchanged_tree_reuses_the_images(client, builder, smoke_image):
     assert images.ensure_builder(client).id == builder.id
     assert images.ensure_smoke(client).id == smoke_image.id
+
+
+def test_builder_container_is_locked_down_and_bounded(client, builder):
+    """The settings every build's builder container gets, as docker and the container itself see them."""
+    from wasmforge.container import Container, builder_profile, builder_user
+
+    script = ("id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+              "touch /work/x /tmp/y && echo scratch writable")
+    with Container(client, builder.id, ["sh", "-c", script], profile=builder_profile(),
+                   title="builder-probe") as container:
+        host = client.api.inspect_container(container._container.id)["HostConfig"]
+        lines = list(container.lines())
+    assert host["Memory"] == host["MemorySwap"] == 6 << 30
+    assert host["NanoCpus"] == 2_000_000_000 and host["PidsLimit"] == 1024
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["NetworkMode"] == "none"
+    uid, _ = builder_user()
+    assert lines == [str(uid), "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "scratch writable"], lines
+    assert uid != 0 and container.exit_code == 0
