@@ -62,6 +62,7 @@ from .fetch import model_path
 from .hashing import sha256_file
 from .paths import DIST, PACKAGE
 from .registry import get_model
+from .terminal import make_console
 from .run import artifact_dir
 
 DEFAULT_RUNS = 10
@@ -331,8 +332,8 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         raise UserError(f"--runs must be at least 1, got {runs}")
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
-    console = console or Console(stderr=True)  # progress and notes
-    out = out or (console if json_path == "-" else Console())  # the table
+    console = console or make_console()  # progress and notes
+    out = out or (console if json_path == "-" else make_console(stderr=False))  # the table
     directory = artifact_dir(model, dist)
     manifest = artifact.verify_artifact(directory)
     onnx_path = resolve_onnx(manifest, model, onnx)

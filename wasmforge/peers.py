@@ -99,7 +99,7 @@ def build_command() -> list[str]:
 def ensure_tract_wasm(client, console: Console, *, crate: Path = TRACT_CRATE, cache: Path = PEERS_CACHE) -> Path:
     """The peer's .wasm, built in the builder image if it is not cached yet."""
     from . import images
-    from .container import Container, Mount, Profile, builder_profile
+    from .container import Container, Mount, Profile, builder_profile, builder_user, writable_by
 
     recipe = images.recipe_digest("builder", images.load_pins())
     out = wasm_path(recipe, crate, cache)
@@ -111,13 +111,15 @@ def ensure_tract_wasm(client, console: Console, *, crate: Path = TRACT_CRATE, ca
     target.mkdir(parents=True, exist_ok=True)
     console.print("tract peer: compiling tract-onnx for wasm32-wasip1 (+simd128) in the builder, "
                   "once per machine (~20 min on 2 cores)")
+    # The builder's limits (memory, pids, no network, not root), with the time this build needs.
     profile = Profile({**builder_profile().settings, "working_dir": "/src/peer"}, wall_limit=BUILD_WALL_LIMIT)
     mounts = [Mount(str(crate), "/src/peer"), Mount(str(vendored), "/vendor"),
               Mount(str(target), "/target", read_only=False)]
     environment = {"CARGO_TARGET_DIR": "/target", "RUSTFLAGS": RUSTFLAGS, "CARGO_TERM_PROGRESS_WHEN": "never"}
     lines: list[str] = []
-    with Container(client, builder.id, build_command(), profile=profile, title="tract-peer", mounts=mounts,
-                   environment=environment) as container:
+    with writable_by([target], *builder_user()), \
+            Container(client, builder.id, build_command(), profile=profile, title="tract-peer", mounts=mounts,
+                      environment=environment) as container:
         for line in container.lines():
             lines.append(line)
             if line.strip().startswith("Compiling"):
