@@ -29,6 +29,8 @@ def npy_header(shape, descr="<f4") -> bytes:
 @pytest.mark.parametrize("content, message", [
     (b"hello world", r"^x\.npy is not a \.npy file \(no NPY magic string\)$"),
     (b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    ", r"^x\.npy is not a \.npy file \(its header is malformed\)$"),
+    (b"\x93NUMPY garbage", r"^x\.npy is not a \.npy file numpy writes \(format version 32\.103\)$"),
+    (b"\x93NUMPY\x03\x00\x10\x00\x00\x00\xff\xfe", r"^x\.npy is not a \.npy file \(its header is malformed\)$"),
     (npy_header((1, 1, 8, 8)) + b"\0" * 10, r"^x\.npy is truncated: its header declares 256 bytes of data$"),
     (npy_header((1 << 40,)), r"^x\.npy holds float32 \(1099511627776,\), expected float32 \(1, 1, 8, 8\)"),
     (npy_header((1, 1, 8, 8), "<f8") + b"\0" * 512, r"^x\.npy holds float64 \(1, 1, 8, 8\), expected float32"),

@@ -36,14 +36,14 @@ def _read_header(handle: BinaryIO, label: str) -> tuple[tuple[int, ...], bool, n
         version = fmt.read_magic(handle)
     except ValueError:
         raise NpyError(f"{label} is not a .npy file (no NPY magic string)") from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise NpyError(f"{label} is not a .npy file numpy writes (format version {version[0]}.{version[1]})")
     try:
         if version == (1, 0):
             shape, fortran, dtype = fmt.read_array_header_1_0(handle, max_header_size=HEADER_LIMIT)
-        elif version == (2, 0):
+        else:  # 2.0, and 3.0: the 2.0 layout with a UTF-8 header (numbers are ASCII)
             shape, fortran, dtype = fmt.read_array_header_2_0(handle, max_header_size=HEADER_LIMIT)
-        else:
-            shape, fortran, dtype = fmt._read_array_header(handle, version, max_header_size=HEADER_LIMIT)
-    except (ValueError, SyntaxError, TypeError, EOFError):
+    except (ValueError, SyntaxError, TypeError, EOFError, UnicodeDecodeError):
         raise NpyError(f"{label} is not a .npy file (its header is malformed)") from None
     if dtype.hasobject:
         raise NpyError(f"{label} holds Python objects, not numbers (refused: loading it would "

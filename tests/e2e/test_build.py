@@ -76,8 +76,11 @@ def test_run_task_and_bad_run_inputs(built_artifact, tmp_path):
 
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY garbage")
     code, _, err = invoke("run", "--model", "lenet-digits", "--input", str(tmp_path / "junk.npy"),
-                          "--output", str(out))
+                          "--output", str(tmp_path / "out-junk.npy"))
     assert_one_line_error(code, err, 2, "junk.npy")
+    # an existing output is never overwritten without --overwrite
+    code, _, err = invoke("run", "--model", "lenet-digits", "--input", str(good), "--output", str(out))
+    assert_one_line_error(code, err, 2, "exists; pass --overwrite")
 
 
 def test_unsupported_operators_are_named(tmp_path):
