@@ -203,16 +203,18 @@ def corpus(c, only=None, list=False, build=False, all=False):
             "json": "write the results as JSON to PATH ('-' for stdout)",
             "docs": "merge the results into docs/conformance.json and regenerate docs/conformance.md",
             "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
-            "min_pass": "fail if a suite's pass rate (percent) is below this"})
+            "min_pass": "fail if a suite's pass rate (percent) is below this",
+            "only": "only the cases whose name matches one of these comma-separated patterns "
+                    "(fnmatch, e.g. 'test_attention_*'); applied after --limit"})
 @user_errors
 def conformance(c, suite="all", jobs=1, limit=None, seed=0, chunk=50, json=None, docs=False, rerun=False,
-                keep=False, min_pass=None):
+                keep=False, min_pass=None, only=None):
     """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
     from wasmforge.conformance.run import conformance as run_conformance
 
     run_conformance(suite, jobs=int(jobs), limit=int(limit) if limit else None, seed=int(seed),
                     chunk=int(chunk), json_path=json, docs=docs, rerun=rerun, keep=keep,
-                    min_pass=float(min_pass) if min_pass is not None else None)
+                    min_pass=float(min_pass) if min_pass is not None else None, only=only)
 
 
 @task
