@@ -186,11 +186,36 @@ def test_resize_with_axes_and_aspect_ratio_policy(tmp_path, policy, sizes, out):
     assert {a.name for a in resize.attribute}.isdisjoint({"axes", "keep_aspect_ratio_policy"})
 
 
-def test_topk_negative_axis_counts_from_the_front(tmp_path):
-    k = numpy_helper.from_array(np.array([2], np.int64), "k")
-    model = make([helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1)],
-                 [tensor("x", F, [3, 4])], [tensor("values", F, [3, 2]), tensor("indices", TensorProto.INT64, [3, 2])],
-                 [k])
-    prepared, _ = check(model, tmp_path)
-    topk = next(n for n in prepared.graph.node if n.op_type == "TopK")
-    assert helper.get_attribute_value(topk.attribute[0]) == 1
+
+def scan_model(directions, out_axis):
+    """A running sum (state) and per-step products (scan output)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc", "row"], ["acc_out"]),
+         helper.make_node("Mul", ["acc_out", "scale"], ["step"])],
+        "body", [tensor("acc", F, [3]), tensor("row", F, [3])],
+        [tensor("acc_out", F, [3]), tensor("step", F, [3])])
+    scale = numpy_helper.from_array(np.array([1.0, 2.0, 0.5], np.float32), "scale")
+    return make([helper.make_node("Scan", ["init", "xs"], ["final", "steps"], body=body, num_scan_inputs=1,
+                                  scan_input_directions=[directions[0]], scan_output_directions=[directions[1]],
+                                  scan_output_axes=[out_axis])],
+                [tensor("init", F, [3]), tensor("xs", F, [4, 3])],
+                [tensor("final", F, [3]), tensor("steps", F, [4, 3] if out_axis == 0 else [3, 4])], [scale],
+                opset=16)
+
+
+@pytest.mark.parametrize("directions,out_axis", [((0, 0), 0), ((1, 1), 0), ((1, 0), 1)])
+def test_scan_unrolls_over_its_static_length(tmp_path, directions, out_axis):
+    """Checked against onnxruntime: onnx's reference scans forward on axis 0 only."""
+    import onnxruntime
+
+    model = scan_model(directions, out_axis)
+    notes: list[str] = []
+    prepared = prepare(model, tmp_path, {}, {}, notes)
+    assert "Scan" not in {n.op_type for n in prepared.graph.node}
+    assert any("unrolled 1 Scan over 4" in n for n in notes)
+    feeds = feeds_for(model)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    _, _, native, inputs = plan_and_native(prepared)
+    for got, want in zip(native.run([feeds[i["name"]] for i in inputs]), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -6,9 +6,7 @@ reference computes:
   constant sizes/scales and a static input shape): full-rank sizes/scales/roi;
 - `Pow` with mixed or integer operand types: a float exponent of the base's type,
   or (integer base) the power in double cast back to the base's type;
-- `ReduceMax`/`ReduceMin` of booleans: reduced as uint8;
-- `TopK` with a negative axis: the same axis counted from the front (its
-  negative form lowers to a sort that calls back into TVM's runtime).
+- `ReduceMax`/`ReduceMin` of booleans: reduced as uint8.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ def _elem(name: str, types) -> int | None:
 
 def needs_rewrite(graph: onnx.GraphProto) -> bool:
     """Cheap test before type inference: a node of a kind this module may rewrite."""
-    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin", "TopK") and n.domain in ("", "ai.onnx")
+    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin") and n.domain in ("", "ai.onnx")
                for n in graph.node)
 
 
@@ -57,8 +55,6 @@ def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
                 replacement = _pow(node, types)
             elif node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
                 replacement = _bool_reduce(node)
-            elif node.op_type == "TopK":
-                replacement = _topk_axis(node, types)
         if replacement is None:
             nodes.append(node)
             continue
@@ -107,20 +103,6 @@ def _bool_reduce(node: onnx.NodeProto) -> list[onnx.NodeProto]:
     return [helper.make_node("Cast", [node.input[0]], [wide], name=wide, to=TensorProto.UINT8), copy,
             helper.make_node("Cast", [reduced], [node.output[0]], name=f"{prefix}/as_bool",
                              to=TensorProto.BOOL)]
-
-
-def _topk_axis(node: onnx.NodeProto, types) -> list[onnx.NodeProto] | None:
-    axis = _attrs(node).get("axis", -1)
-    shape = onnx_fold.static_shape(types.get(node.input[0]))
-    if axis >= 0 or shape is None or not -len(shape) <= axis:
-        return None
-    copy = onnx.NodeProto()
-    copy.CopyFrom(node)
-    kept = [a for a in copy.attribute if a.name != "axis"]
-    del copy.attribute[:]
-    copy.attribute.extend(kept)
-    copy.attribute.append(helper.make_attribute("axis", axis + len(shape)))
-    return [copy]
 
 
 def _resize(node: onnx.NodeProto, graph, types, consts) -> list[onnx.NodeProto] | None:

@@ -9,7 +9,8 @@ function bodies; `Constant`'s short forms written as tensors; `QLinearMatMul`
 rewritten (onnx_quant); constant folding (shape arithmetic, constant `If`/`Where`,
 `EyeLike` of a static shape) until a fixpoint; nodes TVM converts only in some
 forms rewritten into those (onnx_gaps; then folded again); `LSTM`/`GRU`/`RNN` the
-frontend lacks unrolled over their now static sequence length (then folded again);
+frontend lacks, and `Scan`, unrolled over their now static sequence length (then
+folded again);
 dead code removed. Control
 flow that is left is refused with a ModelError naming the node.
 
@@ -25,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import onnx_fold, onnx_gaps, onnx_quant, onnx_rnn, onnx_versions
+from . import onnx_fold, onnx_gaps, onnx_quant, onnx_rnn, onnx_scan, onnx_versions
 from .frontend import ModelError, graph_inputs
 
 def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]],
@@ -51,7 +52,9 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
         changed = True
         more, also = onnx_fold.fold(work)
         folded, resolved = folded + more, resolved + also
-    if onnx_rnn.unroll(work, notes):  # after folding: sequence lengths and weights are constant
+    unrolled = onnx_rnn.unroll(work, notes)  # after folding: sequence lengths and weights are constant
+    unrolled |= onnx_scan.unroll(work, notes)
+    if unrolled:
         changed = True
         more, also = onnx_fold.fold(work)
         folded, resolved = folded + more, resolved + also
