@@ -43,7 +43,7 @@ docker-test: setup
 # A fixed, seeded sample of the ONNX node suite built and run as wasm
 # (docs/conformance.md); CI runs it. The whole suite: invoke conformance --suite all.
 CONFORMANCE_LIMIT ?= 150
-CONFORMANCE_MIN_PASS ?= 50
+CONFORMANCE_MIN_PASS ?= 75
 conformance: setup
 	$(BIN)/invoke conformance --suite node --limit $(CONFORMANCE_LIMIT) --jobs 2 --min-pass $(CONFORMANCE_MIN_PASS)
 

@@ -198,7 +198,8 @@ def test_supported_ops_come_from_the_frontend():
 
     supported = dict(check.supported_ops())
     assert {"Conv", "Clip", "Gather", "LayerNormalization", "Erf", "Softmax"} <= set(supported)
-    assert set(supported) <= set(_get_convert_map())
+    # TVM's converters, plus the compiler's own for ops TVM lacks.
+    assert set(supported) - set(_get_convert_map()) == {"CumProd"}
     assert "Det" not in supported and "Det" in check.unsupported_standard_ops()
     assert "FastGelu" not in supported  # a com.microsoft contrib op: refused by the build
     assert supported["ArgMax"] == [1, 11, 12]

@@ -17,6 +17,7 @@ from wasmforge.conformance import report
 from wasmforge.conformance.cases import Case
 from wasmforge.conformance.results import (BUILD_ERROR, FAIL, PASS, UNSUPPORTED, CaseResult, ResultCache,
                                            classify_build, compare_outputs)
+from wasmforge.errors import UserError
 
 # --- helpers -----------------------------------------------------------------------
 
@@ -105,6 +106,24 @@ def test_sampling_is_seeded_deterministic_and_stable():
     assert len(set(c.name for c in first) - set(c.name for c in grown)) <= 1
     assert casemod.sample(everything, None) == everything
     assert casemod.sample(everything, 10_000) == everything
+
+
+def test_only_narrows_the_cases_by_name_pattern():
+    everything = [Case("node", name, Path("/nowhere"))
+                  for name in ("test_abs", "test_attention_3d", "test_attention_4d_expanded", "test_cumprod_1d")]
+    chosen = casemod.select(everything, ["test_attention_*", "test_cum*"])
+    assert [c.name for c in chosen] == ["test_attention_3d", "test_attention_4d_expanded", "test_cumprod_1d"]
+    assert casemod.select(everything, None) == everything
+    assert casemod.select(everything, ["test_nothing*"]) == []
+
+
+def test_only_cannot_be_merged_into_the_docs():
+    from wasmforge.conformance.run import conformance
+
+    with pytest.raises(UserError, match="--only"):
+        conformance("node", only="test_abs", docs=True)
+    with pytest.raises(UserError, match="pattern"):
+        conformance("node", only=" , ")
 
 
 def test_unknown_suite_is_refused():
@@ -199,6 +218,8 @@ def test_outputs_compare_like_the_onnx_runner():
     assert compare_outputs([np.array([True, False])], [np.array([True, False])], 1e-3, 1e-7) is None
     assert compare_outputs([np.array([3], np.int64)], [np.array([4], np.int64)], 1e-3, 1e-7) is not None
     assert compare_outputs([np.zeros((0, 2), np.float32)], [np.zeros((0, 2), np.float32)], 1e-3, 1e-7) is None
+    nan = compare_outputs([np.float32([np.nan, 1.0, 2.0])], [np.float32([0.0, 1.0, np.nan])], 1e-3, 1e-7)
+    assert "1 NaN where a number was expected" in nan and "1 number(s) where NaN was expected" in nan
 
 
 # --- the cache ---------------------------------------------------------------------

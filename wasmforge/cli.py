@@ -366,10 +366,12 @@ def corpus(c, only=None, list=False, build=False, all=False):
             "json": "write the results as JSON to PATH ('-' for stdout)",
             "docs": "merge the results into docs/conformance.json and regenerate docs/conformance.md",
             "rerun": "ignore cached results", "keep": "keep the built modules under .cache/conformance/work",
-            "min_pass": "fail if a suite's pass rate (percent) is below this"})
+            "min_pass": "fail if a suite's pass rate (percent) is below this",
+            "only": "only the cases whose name matches one of these comma-separated patterns "
+                    "(fnmatch, e.g. 'test_attention_*'); applied after --limit"})
 @user_errors
 def conformance(c, suite="all", jobs=None, limit=None, seed=None, chunk=None, json=None, docs=False, rerun=False,
-                keep=False, min_pass=None):
+                keep=False, min_pass=None, only=None):
     """ONNX backend test cases as wasm: pass / fail / unsupported / build error per case (resumable)."""
     jobs = _number(1 if jobs is None else jobs, "jobs", int, 1)
     chunk = _number(50 if chunk is None else chunk, "chunk", int, 1)
@@ -380,7 +382,7 @@ def conformance(c, suite="all", jobs=None, limit=None, seed=None, chunk=None, js
     from wasmforge.conformance.run import conformance as run_conformance
 
     run_conformance(suite, jobs=jobs, limit=limit, seed=seed, chunk=chunk, json_path=json, docs=docs,
-                    rerun=rerun, keep=keep, min_pass=min_pass)
+                    rerun=rerun, keep=keep, min_pass=min_pass, only=only)
 
 
 @task(help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",

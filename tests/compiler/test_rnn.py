@@ -199,12 +199,20 @@ def test_too_long_sequences_are_refused(tmp_path, monkeypatch):
     assert "RNN node 'my_rnn'" in message and "sequence length 5" in message and "10 steps" in message
 
 
-def test_weights_computed_at_run_time_are_refused(tmp_path):
-    model = recurrent("RNN")
-    w = model.graph.initializer[0]
-    model.graph.input.append(helper.make_tensor_value_info("W", F, list(w.dims)))
-    model.graph.initializer.remove(w)
-    assert "W ('W') is not a constant" in refusal(model, tmp_path)
+@pytest.mark.parametrize("case", [
+    dict(op="RNN", direction="bidirectional"),
+    dict(op="GRU", linear_before_reset=1),
+    dict(op="GRU", direction="reverse"),
+    dict(op="LSTM", peepholes=True, direction="bidirectional"),
+], ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_weights_fed_at_run_time(case, tmp_path):
+    """W, R, B, P as graph inputs (as ONNX's own test cases have them): sliced by nodes."""
+    model = recurrent(**case)
+    for init in list(model.graph.initializer):
+        model.graph.input.append(helper.make_tensor_value_info(init.name, F, list(init.dims)))
+        model.graph.initializer.remove(init)
+    prepared, _ = prepared_matches(model, tmp_path, native=True)
+    assert {"W", "R", "B"} <= {i.name for i in prepared.graph.input}
 
 
 def test_opset_12_shape_arithmetic_feeding_the_lstm_folds(tmp_path):

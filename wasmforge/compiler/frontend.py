@@ -42,9 +42,9 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     """Names of the model's operators the pinned TVM frontend cannot convert."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    from .converters import convert_map
 
-    known = _get_convert_map()
+    known = convert_map()
     used = {node.op_type for node in model.graph.node if node.domain in ("", "ai.onnx")}
     foreign = {f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")}
     return sorted({op for op in used if op not in known} | foreign)
@@ -87,11 +87,14 @@ def import_relax(model: onnx.ModelProto, inputs: list[dict]):
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    mod = from_onnx(
-        model,
-        shape_dict={i["name"]: i["shape"] for i in inputs},
-        dtype_dict={i["name"]: i["dtype"] for i in inputs},
-    )
+    from .converters import installed
+
+    with installed():
+        mod = from_onnx(
+            model,
+            shape_dict={i["name"]: i["shape"] for i in inputs},
+            dtype_dict={i["name"]: i["dtype"] for i in inputs},
+        )
     inference_passes = tvm.transform.Sequential(
         [
             # Fold BN into the preceding conv's weights while both are still

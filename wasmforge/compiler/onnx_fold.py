@@ -1,7 +1,7 @@
 """Constant folding at the ONNX level, once input shapes are static.
 
 `fold` evaluates every node whose inputs are all constant (initializers,
-`Constant` nodes, `Shape`/`Size` of statically shaped tensors) with onnx's
+`Constant` nodes, `Shape`/`Size`/`EyeLike` of statically shaped tensors) with onnx's
 reference evaluator, resolves `If`/`Where` whose condition became constant,
 and repeats until nothing changes; `remove_dead` drops what no output needs.
 TVM's frontend then sees constant shapes instead of shape arithmetic.
@@ -23,6 +23,8 @@ _SKELETON_BYTES = 1 << 16
 # Never evaluated at build time: random, or output size not bounded by the inputs'.
 _NO_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
             "Bernoulli", "Multinomial", "If", "Loop", "Scan", "SequenceMap"}
+# Their output depends on their input's shape and type only, not its values.
+_SHAPE_ONLY = {"EyeLike"}
 _GROWING = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad"}
 CONTROL_FLOW = ("If", "Loop", "Scan", "SequenceMap")
 
@@ -106,6 +108,11 @@ def _evaluate(node: onnx.NodeProto, consts, types, opsets) -> list[np.ndarray] |
         value = _shape_value(node, types)
         return None if value is None else [value]
     inputs = [name for name in node.input if name]
+    if node.op_type in _SHAPE_ONLY and inputs and inputs[0] not in consts:
+        placeholder = _zeros_like(types.get(inputs[0]))
+        if placeholder is None:
+            return None
+        consts = {**consts, inputs[0]: placeholder}
     if not all(name in consts for name in inputs):
         return None
     sizes = [_nbytes(types.get(out)) for out in node.output if out]
@@ -121,6 +128,15 @@ def _evaluate(node: onnx.NodeProto, consts, types, opsets) -> list[np.ndarray] |
     if not all(isinstance(r, np.ndarray) and r.nbytes <= MAX_FOLD_BYTES for r in results):
         return None
     return results
+
+
+def _zeros_like(type_proto: onnx.TypeProto | None) -> np.ndarray | None:
+    """Zeros of a statically shaped tensor type (within the fold size limit)."""
+    size = _nbytes(type_proto)
+    if size is None or size > MAX_FOLD_BYTES:
+        return None
+    dtype = helper.tensor_dtype_to_np_dtype(type_proto.tensor_type.elem_type)
+    return np.zeros(static_shape(type_proto), dtype)
 
 
 def _as_function(node: onnx.NodeProto, opsets: dict[str, int]) -> onnx.FunctionProto:

@@ -12,7 +12,9 @@ Supported: directions forward/reverse/bidirectional, layout 0 and 1, optional B,
 initial states (zeros when absent), peepholes, `clip`, `input_forget`, GRU's
 `linear_before_reset`, activations Sigmoid/Tanh/Relu (any of them per slot), and
 `sequence_lens` when absent or a constant equal to the full length. Weights (W, R,
-B, P) must be constants. Anything else is a ModelError naming the node.
+B, P) that are constants are sliced and transposed at build time; weights computed
+or fed at run time (statically shaped) get the same slices as Gather/Slice/Transpose
+nodes. Anything else is a ModelError naming the node.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ _ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 
 def missing_ops() -> set[str]:
     """The recurrent ops the pinned TVM frontend has no converter for."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    from .converters import convert_map
 
-    return set(RECURRENT) - set(_get_convert_map())
+    return set(RECURRENT) - set(convert_map())
 
 
 def unroll(model: onnx.ModelProto, notes: list[str], ops: set[str] | None = None) -> bool:
@@ -75,6 +77,13 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
                 and node.attribute[0].name == "value":
             consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return consts
+
+
+class _RunTime:
+    """A weight computed or fed at run time: its name, static shape and dtype."""
+
+    def __init__(self, name: str, shape: tuple, dtype):
+        self.name, self.shape, self.dtype = name, shape, np.dtype(dtype)
 
 
 class _Unroller:
@@ -136,6 +145,73 @@ class _Unroller:
             self.fail(f"{what} ('{name}') is not a constant; only constant weights can be unrolled")
         return self.consts[name]
 
+    def operand(self, index: int, what: str) -> np.ndarray | _RunTime | None:
+        """A weight input: its value when constant, else its name, shape and dtype."""
+        name = self.input(index)
+        if name is None:
+            return None
+        if name in self.consts:
+            return self.consts[name]
+        type_proto = self.types.get(name)
+        shape = onnx_fold.static_shape(type_proto)
+        if shape is None:
+            self.fail(f"{what} ('{name}') is neither a constant nor statically shaped")
+        return _RunTime(name, tuple(shape), helper.tensor_dtype_to_np_dtype(type_proto.tensor_type.elem_type))
+
+    def rows(self, x: str, start: int, stop: int, hint: str) -> str:
+        """x[start:stop] along axis 0."""
+        return self.add("Slice", [x, self.const(np.array([start], np.int64), "start"),
+                                  self.const(np.array([stop], np.int64), "stop"),
+                                  self.const(np.array([0], np.int64), "axis")], hint)
+
+    def weights(self, d: int, W, R, B, P, dtype) -> dict:
+        """Direction d's weight operands as names: W (transposed), the summed input
+        bias, R (transposed; GRU: its z,r and h parts), GRU's Rb_h, the peepholes."""
+        H, G = self.hidden, _GATES[self.op]
+        if not any(isinstance(v, _RunTime) for v in (W, R, B, P)):
+            W, R, B, P = W[d], R[d], B[d], None if P is None else P[d]
+            Wb, Rb = B[:G * H], B[G * H:]
+            bias = Wb + Rb
+            if self.op == "GRU" and self.linear_before_reset:
+                bias = Wb.copy()
+                bias[:2 * H] += Rb[:2 * H]
+            out = {"W": self.const(np.ascontiguousarray(W.T), "W"), "bias": self.const(bias.astype(dtype), "bias")}
+            if self.op == "GRU":
+                out["R_zr"] = self.const(np.ascontiguousarray(R[:2 * H].T), "R_zr")
+                out["R_h"] = self.const(np.ascontiguousarray(R[2 * H:].T), "R_h")
+                out["Rb_h"] = self.const(Rb[2 * H:].astype(dtype), "Rb_h") if self.linear_before_reset else None
+            else:
+                out["R"] = self.const(np.ascontiguousarray(R.T), "R")
+            if P is not None:
+                out["P"] = [self.const(P[k * H:(k + 1) * H].astype(dtype), "P") for k in range(3)]
+            return out
+
+        def pick(value, hint: str) -> str:
+            """Direction d of a weight: a constant slice, or a Gather at run time."""
+            if isinstance(value, _RunTime):
+                return self.add("Gather", [value.name, self.const(np.array(d, np.int64), "dir")], hint, axis=0)
+            return self.const(np.ascontiguousarray(value[d]), hint)
+
+        w, r, b = pick(W, "W_dir"), pick(R, "R_dir"), pick(B, "B_dir")
+        wb, rb = self.rows(b, 0, G * H, "Wb"), self.rows(b, G * H, 2 * G * H, "Rb")
+        out = {"W": self.add("Transpose", [w], "W", perm=[1, 0])}
+        if self.op == "GRU" and self.linear_before_reset:
+            zeros = self.const(np.zeros(H, dtype), "zeros_h")
+            rb_zr = self.add("Concat", [self.rows(rb, 0, 2 * H, "Rb_zr"), zeros], "Rb_zr0", axis=0)
+            out["bias"] = self.add("Add", [wb, rb_zr], "bias")
+        else:
+            out["bias"] = self.add("Add", [wb, rb], "bias")
+        if self.op == "GRU":
+            out["R_zr"] = self.add("Transpose", [self.rows(r, 0, 2 * H, "R_zr")], "R_zr", perm=[1, 0])
+            out["R_h"] = self.add("Transpose", [self.rows(r, 2 * H, 3 * H, "R_h")], "R_h", perm=[1, 0])
+            out["Rb_h"] = self.rows(rb, 2 * H, 3 * H, "Rb_h") if self.linear_before_reset else None
+        else:
+            out["R"] = self.add("Transpose", [r], "R", perm=[1, 0])
+        if P is not None:
+            p = pick(P, "P_dir")
+            out["P"] = [self.rows(p, k * H, (k + 1) * H, "P") for k in range(3)]
+        return out
+
     def check_attributes(self):
         attrs = self.attrs
         self.direction = attrs.get("direction", b"forward")
@@ -183,15 +259,15 @@ class _Unroller:
         if self.steps > MAX_STEPS:
             self.fail(f"sequence length {seq} x {self.dirs} direction(s) = {self.steps} steps is "
                       f"more than the {MAX_STEPS} unrolled steps allowed")
-        W = self.constant(1, "W")
-        R = self.constant(2, "R")
+        W = self.operand(1, "W")
+        R = self.operand(2, "R")
         if W is None or R is None:
             self.fail("W and R are required")
         dtype = W.dtype
-        B = self.constant(3, "B")
+        B = self.operand(3, "B")
         if B is None:
             B = np.zeros((self.dirs, 2 * G * H), dtype)
-        P = self.constant(7, "P") if self.op == "LSTM" else None
+        P = self.operand(7, "P") if self.op == "LSTM" else None
         lens = self.input(4)
         if lens is not None:
             if lens not in self.consts:
@@ -220,9 +296,8 @@ class _Unroller:
         ys, hs, cs = [], [], []
         for d in range(self.dirs):
             reverse = self.direction == "reverse" or d == 1
-            y, h, c = self.direction_steps(d, x, seq, batch, W[d], R[d], B[d],
-                                           None if P is None else P[d], init_h[d], init_c and init_c[d],
-                                           reverse, dtype)
+            y, h, c = self.direction_steps(d, x, seq, batch, self.weights(d, W, R, B, P, dtype),
+                                           init_h[d], init_c and init_c[d], reverse, dtype)
             ys.append(y)
             hs.append(h)
             cs.append(c)
@@ -255,26 +330,18 @@ class _Unroller:
         return [self.add("Gather", [name, self.const(np.array(d, np.int64), "dir")], "state", axis=0)
                 for d in range(self.dirs)]
 
-    def direction_steps(self, d, x, seq, batch, W, R, B, P, h, c, reverse, dtype):
-        H, G, op = self.hidden, _GATES[self.op], self.op
+    def direction_steps(self, d, x, seq, batch, weights, h, c, reverse, dtype):
+        H, op = self.hidden, self.op
         acts = self.acts[d]
-        Wb, Rb = B[:G * H], B[G * H:]
-        bias = Wb + Rb
-        if op == "GRU" and self.linear_before_reset:
-            bias = Wb.copy()
-            bias[:2 * H] += Rb[:2 * H]
         # The input projection of every step at once: [seq, batch, G*H].
-        xw = self.add("Add", [self.add("MatMul", [x, self.const(np.ascontiguousarray(W.T), "W")], "xw"),
-                              self.const(bias.astype(dtype), "bias")], "xw")
+        xw = self.add("Add", [self.add("MatMul", [x, weights["W"]], "xw"), weights["bias"]], "xw")
         if op == "GRU":
-            rt_zr = self.const(np.ascontiguousarray(R[:2 * H].T), "R_zr")
-            rt_h = self.const(np.ascontiguousarray(R[2 * H:].T), "R_h")
-            if self.linear_before_reset:
-                rb_h = self.const(Rb[2 * H:].astype(dtype), "Rb_h")
+            rt_zr, rt_h, rb_h = weights["R_zr"], weights["R_h"], weights["Rb_h"]
         else:
-            rt = self.const(np.ascontiguousarray(R.T), "R")
+            rt = weights["R"]
+        P = weights.get("P")
         if P is not None:
-            p_i, p_o, p_f = (self.const(P[k * H:(k + 1) * H].astype(dtype), "P") for k in range(3))
+            p_i, p_o, p_f = P
         zeros = None
         if h is None or (op == "LSTM" and c is None):
             zeros = self.const(np.zeros((batch, H), dtype), "zeros")

@@ -56,21 +56,29 @@ def _signature(op: str, opset: int):
 
 
 def _same_signature(op: str, a: int, b: int) -> bool:
-    """Whether `op` at opsets a and b takes the same inputs and attributes (types
-    aside), except for the ops whose meaning changed without a new signature."""
+    """Whether `op` written for opset a means the same at opset b: the same inputs
+    and attributes (types aside), or, when b is newer, only optional attributes
+    added (such as Cast's `saturate`, which only float8 targets read); except for
+    the ops whose meaning changed without a new signature."""
     if op in _MEANING_CHANGED and min(a, b) < 13 <= max(a, b):
         return False
     try:
-        return _signature(op, a) == _signature(op, b)
+        old, new = _signature(op, a), _signature(op, b)
+        if old == new:
+            return True
+        if b < a or old[1:] != new[1:] or not set(old[0]) <= set(new[0]):
+            return False
+        schema = onnx.defs.get_schema(op, b)
+        return not any(schema.attributes[name].required for name in set(new[0]) - set(old[0]))
     except onnx.defs.SchemaError:
         return False
 
 
 def _converter_versions() -> dict[str, list[int]]:
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+    from .converters import convert_map
 
     return {op: sorted(int(d[len("_impl_v"):]) for d in dir(cls) if d.startswith("_impl_v"))
-            for op, cls in _get_convert_map().items()}
+            for op, cls in convert_map().items()}
 
 
 def needed_opset(model: onnx.ModelProto) -> int:
@@ -133,32 +141,86 @@ def _function_body(node: onnx.NodeProto, opset: int, types) -> onnx.FunctionProt
     return function if function.node else None
 
 
-def expand_functions(model: onnx.ModelProto, notes: list[str]) -> bool:
-    """Ops without a TVM converter but with an ONNX function body -> that body
-    (as a local function per node, inlined by onnx's inliner)."""
-    versions = _converter_versions()
-    missing = [n for n in model.graph.node
-               if n.domain in ("", "ai.onnx") and n.op_type not in versions and n.op_type != "If"]
-    if not missing:
+# Expansion rounds at most: a body may use ops that need expanding too
+# (SoftmaxCrossEntropyLoss -> NegativeLogLikelihoodLoss, SwiGLU -> Swish).
+_EXPAND_ROUNDS = 4
+
+
+def _extra_outputs_used(node: onnx.NodeProto, used: set[str]) -> bool:
+    return any(name and name in used for name in node.output[1:])
+
+
+# Ops that have a TVM converter which cannot convert some of their nodes: those
+# nodes are expanded like ops without a converter. `Attention`: TVM's converter is
+# com.microsoft's Attention (packed QKV weights, num_heads), not ONNX's;
+# `LayerNormalization`: its converter returns placeholders for Mean and InvStdDev.
+# The predicates see the node and the names the graph reads.
+_CONVERTER_GAPS = {
+    "Attention": lambda node, used: True,
+    "LayerNormalization": _extra_outputs_used,
+    # Its converter fails when the normalised axes are all of the input's.
+    "RMSNormalization": lambda node, used: any(a.name == "axis" and a.i == 0 for a in node.attribute),
+}
+
+
+def _needs_expansion(node: onnx.NodeProto, versions, used: set[str]) -> bool:
+    if node.domain not in ("", "ai.onnx") or node.op_type == "If":
         return False
+    if node.op_type not in versions:
+        return True
+    gap = _CONVERTER_GAPS.get(node.op_type)
+    return gap is not None and gap(node, used)
+
+
+def expand_functions(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """Ops without a (suitable) TVM converter but with an ONNX function body ->
+    that body (as a local function per node, inlined by onnx's inliner); repeated
+    while the bodies bring in more such ops."""
+    versions = _converter_versions()
+    expanded: set[str] = set()
+    for round_ in range(_EXPAND_ROUNDS):
+        used = onnx_fold.used_names(model.graph) | {o.name for o in model.graph.output}
+        missing = [n for n in model.graph.node if _needs_expansion(n, versions, used)]
+        if not missing or not _expand_round(model, missing, round_, expanded):
+            break
+    if not expanded:
+        return False
+    notes.append(f"expanded {', '.join(sorted(expanded))} through the ONNX function definition")
+    return True
+
+
+def _add_default_attributes(node: onnx.NodeProto, opset: int) -> None:
+    """The schema's defaults for attributes `node` leaves out: a function body reads
+    them by reference (`@alpha`), and the inliner drops what the node does not set."""
+    schema = onnx.defs.get_schema(node.op_type, opset)
+    present = {a.name for a in node.attribute}
+    for name, attribute in schema.attributes.items():
+        if name not in present and attribute.default_value.type != onnx.AttributeProto.UNDEFINED:
+            node.attribute.append(attribute.default_value)
+
+
+def _expand_round(model: onnx.ModelProto, missing: list[onnx.NodeProto], round_: int,
+                  expanded: set[str]) -> bool:
     opset, types = onnx_fold.default_opset(model), onnx_fold.infer_types(model)
-    expanded = set()
+    done = False
     for index, node in enumerate(missing):
         function = _function_body(node, opset, types)
         if function is None or not retarget(function, opset):
             continue
+        _add_default_attributes(node, opset)
         expanded.add(node.op_type)
-        function.domain, function.name = _EXPAND_DOMAIN, f"{node.op_type}_{index}"
+        done = True
+        suffix = f"{index}" if round_ == 0 else f"{round_}_{index}"
+        function.domain, function.name = _EXPAND_DOMAIN, f"{node.op_type}_{suffix}"
         model.functions.append(function)
         node.domain, node.op_type = _EXPAND_DOMAIN, function.name
-    if not expanded:
+    if not done:
         return False
     model.opset_import.append(helper.make_opsetid(_EXPAND_DOMAIN, 1))
     inline(model)
     kept = [o for o in model.opset_import if o.domain != _EXPAND_DOMAIN]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-    notes.append(f"expanded {', '.join(sorted(expanded))} through the ONNX function definition")
     return True
 
 

@@ -4,10 +4,14 @@
 the model; local functions inlined; initializers listed as graph inputs made
 plain constants; `--freeze` inputs baked in; `--input-shape` written into the
 inputs; an opset conversion where the frontend's converters need one; ops TVM
-lacks expanded through their ONNX function bodies; constant folding (shape
-arithmetic, constant `If`/`Where`) until a fixpoint; `LSTM`/`GRU`/`RNN` the frontend
-lacks unrolled over their now static sequence length (then folded again); dead
-code removed. Control
+lacks (or converts only in part, see onnx_versions) expanded through their ONNX
+function bodies; `Constant`'s short forms written as tensors; `QLinearMatMul`
+rewritten (onnx_quant); constant folding (shape arithmetic, constant `If`/`Where`,
+`EyeLike` of a static shape) until a fixpoint; nodes TVM converts only in some
+forms rewritten into those (onnx_gaps; then folded again); `LSTM`/`GRU`/`RNN` the
+frontend lacks, and `Scan`, unrolled over their now static sequence length (then
+folded again);
+dead code removed. Control
 flow that is left is refused with a ModelError naming the node.
 
 It returns the very same model object when none of this changed anything, so
@@ -22,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import onnx_fold, onnx_rnn, onnx_versions
+from . import onnx_fold, onnx_gaps, onnx_quant, onnx_rnn, onnx_scan, onnx_versions
 from .frontend import ModelError, graph_inputs
 
 def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]],
@@ -39,9 +43,18 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
     graph_inputs(work, shapes)  # dynamic dims left: the ModelError with its --input-shape hint
     changed |= onnx_versions.convert_opset(work, notes)
     changed |= onnx_versions.expand_functions(work, notes)
+    changed |= _constant_values(work.graph)
+    if any(n.op_type in onnx_quant.OPS for n in work.graph.node):
+        changed |= onnx_quant.rewrite(work.graph, onnx_fold.infer_types(work), notes)
     changed |= _inference_rewrites(work.graph, notes)
     folded, resolved = onnx_fold.fold(work)
-    if onnx_rnn.unroll(work, notes):  # after folding: sequence lengths and weights are constant
+    if onnx_gaps.rewrite(work, notes):  # after folding: sizes, scales and shapes are constant
+        changed = True
+        more, also = onnx_fold.fold(work)
+        folded, resolved = folded + more, resolved + also
+    unrolled = onnx_rnn.unroll(work, notes)  # after folding: sequence lengths and weights are constant
+    unrolled |= onnx_scan.unroll(work, notes)
+    if unrolled:
         changed = True
         more, also = onnx_fold.fold(work)
         folded, resolved = folded + more, resolved + also
@@ -145,6 +158,28 @@ def _fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> b
         changed = True
     if changed:
         del model.graph.value_info[:]  # stale: re-inferred with the static shapes
+    return changed
+
+
+# Constant's short forms (TVM's converter reads only `value`) -> their tensor.
+_CONSTANT_FORMS = {"value_float": np.float32, "value_floats": np.float32,
+                   "value_int": np.int64, "value_ints": np.int64}
+
+
+def _constant_values(graph: onnx.GraphProto) -> bool:
+    """`Constant` with value_float(s)/value_int(s), as ONNX function bodies write
+    them, -> the same Constant with a `value` tensor."""
+    changed = False
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+            continue
+        attr = node.attribute[0]
+        if attr.name not in _CONSTANT_FORMS:
+            continue
+        value = np.array(helper.get_attribute_value(attr), _CONSTANT_FORMS[attr.name])
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value)))
+        changed = True
     return changed
 
 

@@ -196,6 +196,15 @@ def sample(cases: list[Case], limit: int | None, seed: int = 0) -> list[Case]:
     return sorted(chosen, key=lambda c: c.name)
 
 
+def select(cases: list[Case], patterns: list[str] | None) -> list[Case]:
+    """The cases whose name matches one of the fnmatch `patterns` (all without any)."""
+    import fnmatch
+
+    if not patterns:
+        return list(cases)
+    return [c for c in cases if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+
+
 # --- what a case holds --------------------------------------------------------------
 
 

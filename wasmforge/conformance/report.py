@@ -121,7 +121,8 @@ def render_markdown(doc: dict) -> str:
         sample = "" if run == section["total"] else f" (sample, seed {section['seed']})"
         out.append(f"| {suite} | {section['total']} | {run}{sample} | "
                    + " | ".join(str(counts[s]) for s in STATUSES) + f" | {_rate(counts[PASS], run)} |")
-    out += ["", "Pass rate: of the cases run. Toolchain, onnx version and date of each suite's run:", ""]
+    out += ["", "Pass rate: passes of all the cases run, unsupported ones included (a sampled suite: of "
+            "its sample, not of the whole suite). Toolchain, onnx version and date of each suite's run:", ""]
     for suite, section in doc["suites"].items():
         tool = section["toolchain"]
         frozen = sum(1 for c in section["cases"] if c.get("frozen"))

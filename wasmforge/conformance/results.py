@@ -122,8 +122,13 @@ def compare_outputs(actual: list[np.ndarray], expected: list[np.ndarray], rtol: 
             with np.errstate(invalid="ignore", over="ignore"):
                 diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
             worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan")
+            # NaN on one side only: the max abs diff above does not show those.
+            nan_got = int(np.count_nonzero(np.isnan(g) & ~np.isnan(w)))
+            nan_want = int(np.count_nonzero(~np.isnan(g) & np.isnan(w)))
+            nans = (f"; {nan_got} NaN where a number was expected" if nan_got else "") + \
+                (f"; {nan_want} number(s) where NaN was expected" if nan_want else "")
             return (f"output {index}: {bad} of {want.size} values differ, max abs diff {worst:.3g} "
-                    f"(rtol {rtol:g}, atol {atol:g})")
+                    f"(rtol {rtol:g}, atol {atol:g}){nans}")
     return None
 
 

@@ -142,13 +142,16 @@ class Conformance:
                                f"{result.status}{origin}{timing}{detail}", markup=False, highlight=False)
 
     # -- the run --------------------------------------------------------------------
-    def run(self, suites: list[str], *, limit: int | None = None, seed: int = 0) -> list[SuiteRun]:
+    def run(self, suites: list[str], *, limit: int | None = None, seed: int = 0,
+            only: list[str] | None = None) -> list[SuiteRun]:
         runs = []
         for suite in suites:
             everything = casemod.discover(suite, self.cache)
-            chosen = casemod.sample(everything, limit, seed)
+            chosen = casemod.select(casemod.sample(everything, limit, seed), only)
             runs.append(SuiteRun(suite, len(everything), chosen))
             sampled = f", a sample of {len(chosen)} (seed {seed})" if len(chosen) < len(everything) else ""
+            if only:
+                sampled += f" matching {', '.join(only)}"
             self.say(f"suite {suite}: {len(everything)} cases{sampled}")
         self._total = sum(len(r.selected) for r in runs)
         pending: list[tuple[Pending, SuiteRun]] = []
@@ -421,10 +424,12 @@ def suite_record(run: SuiteRun, *, limit: int | None, seed: int, toolchain: dict
 def conformance(suite: str = "all", *, jobs: int = 1, limit: int | None = None, seed: int = 0,
                 chunk: int = DEFAULT_CHUNK, json_path: str | None = None, docs: bool = False,
                 rerun: bool = False, keep: bool = False, min_pass: float | None = None,
-                console: Console | None = None) -> dict:
+                only: str | None = None, console: Console | None = None) -> dict:
     """Run the suites; print a summary; write `json_path` and (with `docs`) merge
     into docs/conformance.json and regenerate docs/conformance.md. With
-    `min_pass` (percent), fail if a suite's pass rate is lower (CI's bar)."""
+    `min_pass` (percent), fail if a suite's pass rate is lower (CI's bar). `only`:
+    comma-separated case name patterns (fnmatch) that narrow the (sampled) cases;
+    such a partial run is never merged into the docs."""
     from . import report
 
     if suite == "all":
@@ -435,9 +440,14 @@ def conformance(suite: str = "all", *, jobs: int = 1, limit: int | None = None, 
         raise UserError(f"unknown suite '{suite}' (one of {', '.join(SUITES)}, all)")
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
+    patterns = [p.strip() for p in only.split(",") if p.strip()] if only else None
+    if only is not None and not patterns:
+        raise UserError("--only needs at least one case name pattern")
+    if patterns and docs:
+        raise UserError("--only runs a part of a suite; it cannot be merged into the docs (--docs)")
     runner = Conformance(jobs=jobs, chunk=chunk, console=console, rerun=rerun, keep=keep)
     started = time.monotonic()
-    runs = runner.run(suites, limit=limit, seed=seed)
+    runs = runner.run(suites, limit=limit, seed=seed, only=patterns)
     elapsed = time.monotonic() - started
     doc = {"format": report.DOC_FORMAT,
            "suites": {r.suite: suite_record(r, limit=limit, seed=seed, toolchain=runner.toolchain)

@@ -1,0 +1,179 @@
+"""Nodes the TVM frontend has a converter for but cannot convert as written,
+rewritten at the ONNX level into forms it converts, computing what onnx's
+reference computes:
+
+- `Resize` with an `axes` attribute or a `keep_aspect_ratio_policy` (with
+  constant sizes/scales and a static input shape): full-rank sizes/scales/roi;
+- `Pow` with mixed or integer operand types: a float exponent of the base's type,
+  or (integer base) the power in double cast back to the base's type;
+- `ReduceMax`/`ReduceMin` of booleans: reduced as uint8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from . import onnx_fold
+
+_INTEGER = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
+            TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
+_FLOAT = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16}
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _elem(name: str, types) -> int | None:
+    type_proto = types.get(name)
+    if type_proto is None or not type_proto.HasField("tensor_type"):
+        return None
+    return type_proto.tensor_type.elem_type or None
+
+
+def needs_rewrite(graph: onnx.GraphProto) -> bool:
+    """Cheap test before type inference: a node of a kind this module may rewrite."""
+    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin") and n.domain in ("", "ai.onnx")
+               for n in graph.node)
+
+
+def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
+    graph = model.graph
+    if not needs_rewrite(graph):
+        return False
+    types = onnx_fold.infer_types(model)
+    consts = {init.name: init for init in graph.initializer}
+    nodes, done = [], {}
+    for node in graph.node:
+        replacement = None
+        if node.domain in ("", "ai.onnx"):
+            if node.op_type == "Resize":
+                replacement = _resize(node, graph, types, consts)
+            elif node.op_type == "Pow":
+                replacement = _pow(node, types)
+            elif node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
+                replacement = _bool_reduce(node)
+        if replacement is None:
+            nodes.append(node)
+            continue
+        nodes += replacement
+        done[node.op_type] = done.get(node.op_type, 0) + 1
+    if not done:
+        return False
+    del graph.node[:]
+    graph.node.extend(nodes)
+    notes.append("rewrote " + ", ".join(f"{count} {op}" for op, count in done.items())
+                 + " into forms TVM converts")
+    return True
+
+
+def _base(node: onnx.NodeProto) -> str:
+    return f"{node.name or node.output[0]}/wasmforge"
+
+
+def _pow(node: onnx.NodeProto, types) -> list[onnx.NodeProto] | None:
+    base, exponent = _elem(node.input[0], types), _elem(node.input[1], types)
+    if base is None or exponent is None:
+        return None
+    prefix = _base(node)
+    if base in _FLOAT:
+        if exponent == base:
+            return None
+        cast = f"{prefix}/exponent"
+        return [helper.make_node("Cast", [node.input[1]], [cast], name=cast, to=base),
+                helper.make_node("Pow", [node.input[0], cast], list(node.output), name=node.name)]
+    if base not in _INTEGER or (exponent not in _INTEGER and exponent not in _FLOAT):
+        return None
+    x, y, power = f"{prefix}/base_f64", f"{prefix}/exponent_f64", f"{prefix}/power_f64"
+    return [helper.make_node("Cast", [node.input[0]], [x], name=x, to=TensorProto.DOUBLE),
+            helper.make_node("Cast", [node.input[1]], [y], name=y, to=TensorProto.DOUBLE),
+            helper.make_node("Pow", [x, y], [power], name=power),
+            helper.make_node("Cast", [power], list(node.output), name=node.name, to=base)]
+
+
+def _bool_reduce(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """max/min over {0, 1} as uint8 (an empty max is 0 = False, an empty min 255 = True)."""
+    prefix = _base(node)
+    wide, reduced = f"{prefix}/as_uint8", f"{prefix}/reduced_uint8"
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.input[0], copy.output[0] = wide, reduced
+    return [helper.make_node("Cast", [node.input[0]], [wide], name=wide, to=TensorProto.UINT8), copy,
+            helper.make_node("Cast", [reduced], [node.output[0]], name=f"{prefix}/as_bool",
+                             to=TensorProto.BOOL)]
+
+
+def _resize(node: onnx.NodeProto, graph, types, consts) -> list[onnx.NodeProto] | None:
+    attrs = _attrs(node)
+    policy = attrs.get("keep_aspect_ratio_policy", b"stretch")
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if "axes" not in attrs and policy == "stretch":
+        return None
+    shape = onnx_fold.static_shape(types.get(node.input[0]))
+    if shape is None:
+        return None
+    rank = len(shape)
+    axes = [a % rank for a in attrs.get("axes", range(rank))]
+    inputs = list(node.input) + [""] * (4 - len(node.input))
+    roi_name, scales_name, sizes_name = inputs[1], inputs[2], inputs[3]
+    if any(name and name not in consts for name in (roi_name, scales_name, sizes_name)):
+        return None
+    prefix = _base(node)
+    new_inputs = [node.input[0], "", "", ""]
+    added = []
+
+    def constant(value: np.ndarray, suffix: str) -> str:
+        name = f"{prefix}/{suffix}"
+        added.append(numpy_helper.from_array(value, name))
+        return name
+
+    if roi_name:
+        roi = numpy_helper.to_array(consts[roi_name]).astype(np.float64)
+        if roi.size:
+            full = np.array([0.0] * rank + [1.0] * rank, roi.dtype)
+            for i, axis in enumerate(axes):
+                full[axis], full[rank + axis] = roi[i], roi[len(axes) + i]
+            roi = full
+        new_inputs[1] = constant(roi.astype(numpy_helper.to_array(consts[roi_name]).dtype), "roi")
+    sizes = numpy_helper.to_array(consts[sizes_name]) if sizes_name else np.zeros(0, np.int64)
+    scales = numpy_helper.to_array(consts[scales_name]) if scales_name else np.zeros(0, np.float32)
+    if sizes.size:
+        if sizes.size != len(axes):
+            return None
+        ratios = [float(s) / shape[a] for s, a in zip(sizes, axes)]
+        if policy in ("not_larger", "not_smaller"):
+            scale = min(ratios) if policy == "not_larger" else max(ratios)
+            out = [int(scale * shape[a] + 0.5) for a in axes]
+            # Exact only when every resized axis then has out / in == scale (the
+            # reference interpolates with `scale`, a sizes input with out / in).
+            if any(o != scale * shape[a] for o, a in zip(out, axes)):
+                return None
+        elif policy == "stretch":
+            out = [int(s) for s in sizes]
+        else:
+            return None
+        full = list(shape)
+        for axis, size in zip(axes, out):
+            full[axis] = size
+        new_inputs[3] = constant(np.array(full, np.int64), "sizes")
+    elif scales.size:
+        if scales.size != len(axes):
+            return None
+        full = np.ones(rank, scales.dtype)
+        for axis, value in zip(axes, scales):
+            full[axis] = value
+        new_inputs[2] = constant(full, "scales")
+    else:
+        return None
+    graph.initializer.extend(added)
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    while new_inputs and not new_inputs[-1]:
+        new_inputs.pop()
+    copy.input[:] = new_inputs
+    kept = [a for a in copy.attribute if a.name not in ("axes", "keep_aspect_ratio_policy")]
+    del copy.attribute[:]
+    copy.attribute.extend(kept)
+    return [copy]
