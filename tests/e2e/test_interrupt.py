@@ -38,9 +38,12 @@ class Build:
     """`invoke build --model lenet-digits` in the background, its stderr read line by line."""
 
     def __init__(self):
+        # SIGINT back to its default in the child: a test session started in the
+        # background of a non-interactive shell inherits it ignored, and so would the build.
         self.proc = subprocess.Popen([sys.executable, "-m", "invoke", "build", "--model", MODEL], cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "COLUMNS": "200"})
+                                     env={**os.environ, "COLUMNS": "200"},
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: queue.Queue = queue.Queue()
         self.stderr: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
