@@ -144,3 +144,79 @@ def test_bad_options_are_one_error_line(args, message):
     assert err.strip().splitlines()[-1].startswith("error: ")
     assert message in err
     assert "Traceback" not in err
+
+
+# --- the host side with a stand-in module (wasmtime, no Docker) --------------------------
+
+
+def stand_in(tmp_path, text: str):
+    """dist/m/: an identity module that writes `text` as its profile."""
+    from tests.wasm_modules import identity_artifact, info_json, profile_writer_wat
+
+    dist = tmp_path / "dist"
+    identity_artifact(dist, wat=profile_writer_wat(info_json("x", "y", (1, 4)), text))
+    return dist
+
+
+def module_document() -> dict:
+    doc = document()
+    doc["model"] = "m"
+    return doc
+
+
+def test_the_runner_reads_the_profile_the_module_wrote(tmp_path):
+    import numpy as np
+
+    from wasmforge.model import load
+
+    dist = stand_in(tmp_path, json.dumps(module_document()))
+    with load(dist / "m") as model:
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        result = model.wasm.run([x], repeat=RUNS, profile=True)
+        assert result.profile == module_document()
+        assert np.array_equal(result.outputs[0], x)
+        assert model.wasm.run([x]).profile is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not json at all", "wrote a profile that is not JSON"),
+    ("[1, 2]", "wrote a profile that is not a JSON object"),
+    (" " * 2000, "more than the output limit"),
+])
+def test_the_runner_refuses_a_bad_profile(tmp_path, text, message):
+    import numpy as np
+
+    from wasmforge.errors import WasmRunError
+    from wasmforge.runner import WasmModel
+
+    dist = stand_in(tmp_path, text)
+    with WasmModel(dist / "m" / "m.wasm", output_limit=1000) as model:
+        with pytest.raises(WasmRunError, match=message):
+            model.run([np.zeros((1, 4), np.float32)], profile=True)
+
+
+def test_invoke_profile_with_a_stand_in_module(tmp_path, monkeypatch):
+    from wasmforge import roofline
+
+    monkeypatch.setattr(roofline, "measure", lambda engine: {"relaxed_madd": 40.0, "mul_add": 20.0})
+    dist = stand_in(tmp_path, json.dumps(module_document()))
+    target = tmp_path / "out" / "profile.json"
+    target.parent.mkdir()
+    stream = io.StringIO()
+    console = Console(file=stream, width=200)
+    report = profile.profile("m", runs=RUNS, json_path=str(target), dist=dist, console=console, out=console)
+    assert json.loads(target.read_text()) == report
+    # The module says nothing of relaxed-simd: the mul+add peak bounds it.
+    assert report["peak"] == {"kind": "mul_add", "gflops": 20.0, "measured": {"relaxed_madd": 40.0, "mul_add": 20.0}}
+    assert report["calls"][0]["percent_of_peak"] == pytest.approx(10.0)
+    assert "top 3 of 3 kernel calls" in stream.getvalue()
+    assert [p.name for p in target.parent.iterdir()] == ["profile.json"]  # no temporary left
+
+
+def test_times_that_do_not_add_up_are_refused(tmp_path):
+    doc = module_document()
+    doc["calls"][0]["ms_runs"][1] = 60.0
+    dist = stand_in(tmp_path, json.dumps(doc))
+    quiet = Console(file=io.StringIO())
+    with pytest.raises(profile.ProfileError, match="run 1: the kernels took"):
+        profile.profile("m", runs=RUNS, dist=dist, console=quiet, out=quiet)
