@@ -150,3 +150,32 @@ def test_a_full_disk_in_any_task_is_one_line(monkeypatch, filename):
     code, _, stderr = invoke("verify", "--model", "lenet-digits")
     assert code == 1 and "Traceback" not in stderr
     assert stderr.strip() == "error: no space left on device" + (f" writing {filename}" if filename else "")
+
+
+def test_sigterm_cleans_up_like_ctrl_c():
+    """SIGTERM during a task: its clean-up (finally / except BaseException) runs and
+    the exit is one `error: terminated` line with 143, like a shell's SIGTERM."""
+    import signal
+    import threading
+
+    from invoke import Exit
+
+    from wasmforge.cli import user_errors
+
+    cleaned = []
+
+    @user_errors
+    def slow_task():
+        try:
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            threading.Event().wait(10)
+            pytest.fail("SIGTERM did not interrupt the task")
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Exit) as caught:
+        slow_task()
+    assert caught.value.code == 143 and str(caught.value.message) == "error: terminated"
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # the task's handler is gone again

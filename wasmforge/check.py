@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .terminal import make_console
 
 
 # Size model of a `.wasm`, a least-squares fit of the artifacts built so far (lenet-digits,
@@ -322,8 +323,6 @@ def registry_input_shapes(name: str) -> dict[str, list[int]]:
 def check(onnx: str | None = None, model: str | None = None, input_shapes: tuple[str, ...] = (),
           console=None) -> Report:
     """Print the report for a file or a registry model; raise UserError (exit 2) if it cannot be built."""
-    from rich.console import Console
-
     if bool(model) == bool(onnx):
         raise UserError("give exactly one of --model NAME or --onnx PATH")
     registry_shapes = None
@@ -336,7 +335,7 @@ def check(onnx: str | None = None, model: str | None = None, input_shapes: tuple
     else:
         path = Path(onnx)
     report = analyse(path, input_shapes, registry_shapes, label=model)
-    render(report, console or Console())
+    render(report, console or make_console(stderr=False))
     if report.problems:
         raise UserError(f"{model or report.file} cannot be built: " + "; ".join(report.problems))
     return report
@@ -462,13 +461,12 @@ def supported_ops_markdown() -> str:
 
 
 def list_ops(markdown: bool = False, console=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     if markdown:
         sys.stdout.write(supported_ops_markdown())
         return
-    console = console or Console()
+    console = console or make_console(stderr=False)
     table = Table(title="ONNX operators the pinned TVM frontend converts", title_justify="left")
     table.add_column("operator")
     table.add_column("converter rules (opset)")

@@ -9,7 +9,10 @@ misspelt model name or a bad option answer in a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
 import sys
 from pathlib import Path
 
@@ -18,8 +21,30 @@ from invoke import Collection, Exit, Program, task
 from . import __version__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: every clean-up that runs for Ctrl-C runs for it too
+    (staging directories, containers, the sandbox child, the build lock)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def user_errors(func):
-    """Show a UserError (or a broken artifact) as one `error:` line and exit non-zero."""
+    """Show a UserError (or a broken artifact) as one `error:` line and exit non-zero;
+    SIGTERM cleans up like Ctrl-C."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -27,7 +52,10 @@ def user_errors(func):
         from .errors import UserError, WasmRunError
 
         try:
-            return func(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return func(*args, **kwargs)
+        except Terminated:
+            raise Exit("error: terminated", code=143) from None
         except UserError as exc:
             raise Exit(f"error: {exc}", code=exc.exit_code) from None
         except (ArtifactError, WasmRunError) as exc:

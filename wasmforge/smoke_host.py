@@ -21,6 +21,7 @@ from .container import Container, Mount, smoke_profile
 from .errors import UserError
 from .paths import DIST
 from .registry import check_model_name
+from .terminal import make_console
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ARTIFACT_MOUNT = "/artifact"
@@ -83,7 +84,7 @@ def _echo(line: str) -> None:
 
 def smoke(model: str, *, rebuild: bool = False, dist: Path = DIST, console: Console | None = None) -> None:
     """Build what is missing (artifact, smoke image), then smoke-test dist/<model>/."""
-    console = console or Console(stderr=True)
+    console = console or make_console()
     check_model_name(model)
     directory = dist / model
     if rebuild or not directory.is_dir():

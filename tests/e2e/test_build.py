@@ -63,8 +63,8 @@ def test_run_task_and_bad_run_inputs(built_artifact, tmp_path):
     assert np.load(out).shape == (1, 10)
 
     cases = {
-        "shape.npy": (np.zeros((1, 8, 8), np.float32), "expected float32 [1, 1, 8, 8]"),
-        "dtype.npy": (np.zeros((1, 1, 8, 8), np.float64), "got float64"),
+        "shape.npy": (np.zeros((1, 8, 8), np.float32), "expected float32 (1, 1, 8, 8)"),
+        "dtype.npy": (np.zeros((1, 1, 8, 8), np.float64), "holds float64 (1, 1, 8, 8), expected float32"),
     }
     for name, (array, fragment) in cases.items():
         np.save(tmp_path / name, array)

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from ..errors import UserError
 from ..paths import ROOT
+from ..terminal import make_console
 from . import cases as casemod
 from .cases import CONFORMANCE_CACHE, SUITES, Case, CaseData
 from .results import (BUILD_ERROR, FAIL, PASS, UNSUPPORTED, CaseResult, ResultCache, _short,
@@ -103,7 +104,7 @@ class Conformance:
     def __init__(self, *, jobs: int = 1, chunk: int = DEFAULT_CHUNK, cache: Path = CONFORMANCE_CACHE,
                  console: Console | None = None, rerun: bool = False, keep: bool = False):
         self.jobs, self.chunk, self.cache = max(1, jobs), max(1, chunk), cache
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = console or make_console(highlight=False)
         self.rerun, self.keep = rerun, keep
         self.toolchain = toolchain_key(ROOT)
         self.results_cache = ResultCache(cache / "results", self.toolchain["id"])
