@@ -17,7 +17,7 @@ from tests.cli import assert_one_line_error, invoke, invoke_command
 from wasmforge import cli
 from wasmforge.paths import ROOT
 
-TASKS = {"bench", "build", "check", "compare-builds", "conformance", "corpus", "image", "keygen", "models", "run", "sign", "smoke", "tune", "verify"}
+TASKS = {"bench", "build", "check", "compare-builds", "conformance", "corpus", "image", "keygen", "models", "profile", "run", "sign", "smoke", "tune", "verify"}
 HEAVY = {"numpy", "onnx", "onnxruntime", "tvm", "wasmtime", "docker", "cyclonedx", "rich", "sklearn"}
 
 

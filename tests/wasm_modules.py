@@ -68,6 +68,23 @@ def identity_wat(info: str) -> str:
       (drop (call $fd_write (i32.load (i32.const 1016)) (i32.const 1200) (i32.const 1) (i32.const 1020)))))"""
 
 
+def profile_writer_wat(info: str, profile: str) -> str:
+    """The identity module, which also writes `profile` (any text) to /io/profile.json,
+    whatever its arguments: a stand-in for a module run with `--profile /io/profile.json`."""
+    identity = identity_wat(info)
+    body_end = identity.rindex(")))")
+    extra = f"""
+      (drop (call $path_open (i32.const 3) (i32.const 0) (i32.const 2112) (i32.const 12) (i32.const 9)
+                             (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 1024)))
+      (i32.store (i32.const 1300) (i32.const 4096))
+      (i32.store (i32.const 1304) (i32.const {len(profile.encode())}))
+      (drop (call $fd_write (i32.load (i32.const 1024)) (i32.const 1300) (i32.const 1) (i32.const 1028)))"""
+    data = f"""(data (i32.const 2112) "profile.json")
+    (data (i32.const 4096) {wat_bytes(profile)})
+    (func (export "_start")"""
+    return (identity[:body_end] + ")" + extra + "))").replace('(func (export "_start")', data, 1)
+
+
 def identity_artifact(directory: Path, *, input_name: str = "x", output_name: str = "y",
                       shape=(1, 4), dtype: str = "float32", wat: str | None = None) -> Path:
     """dist-like `directory/m/`, sealed (SHA256SUMS, manifest, one reference case) around

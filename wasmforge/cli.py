@@ -303,6 +303,23 @@ def bench(c, model, runs=None, json=None, onnx=None, rounds=None, tract=True):
     run_bench(model, runs=runs, json_path=json, onnx=onnx, rounds=rounds, tract=tract)
 
 
+@task(help={"model": "artifact name under dist/",
+            "runs": "inferences in one instance, every kernel call timed in each (default 5; medians reported)",
+            "json": "also write the profile as JSON to PATH ('-' for stdout)",
+            "top": "kernel calls to list, slowest first (default 15)"})
+@user_errors
+def profile(c, model, runs=None, json=None, top=None):
+    """Where the time goes: time every kernel call of dist/<model>/ (--profile), with GFLOP/s and % of the wasm SIMD peak."""
+    from .profile import DEFAULT_RUNS, DEFAULT_TOP
+
+    runs = _number(DEFAULT_RUNS if runs is None else runs, "runs", int, 1)
+    top = _number(DEFAULT_TOP if top is None else top, "top", int, 1)
+    _json_target(json)
+    from .profile import profile as run_profile
+
+    run_profile(model, runs=runs, json_path=json, top=top)
+
+
 @task(
     help={
         "onnx": "path to an ONNX file",
@@ -408,7 +425,7 @@ def models(c):
         print(f"{'':16} preprocessing: {spec.preprocessing}")
 
 
-namespace = Collection(image, build, run, verify, smoke, bench, check, tune, models, corpus, conformance,
+namespace = Collection(image, build, run, verify, smoke, bench, profile, check, tune, models, corpus, conformance,
                        keygen, sign, compare_builds)
 program = Program(namespace=namespace, version=__version__, name="wasmforge", binary="wasmforge")
 

@@ -82,6 +82,7 @@ class RunResult:
     outputs: list[np.ndarray]
     run_ms: list[float]  # per inference, as timed inside the module
     wall_s: float  # instantiate + I/O + inference, as seen from the host
+    profile: dict | None = None  # the module's --profile document, when asked for
 
 
 class _Child:
@@ -312,7 +313,9 @@ class WasmModel:
 
     # --- running ------------------------------------------------------------------
 
-    def run(self, inputs: list[np.ndarray], repeat: int = 1) -> RunResult:
+    def run(self, inputs: list[np.ndarray], repeat: int = 1, profile: bool = False) -> RunResult:
+        """Run the module on `inputs` (`repeat` times in one instance); with `profile`,
+        it also times every kernel call (`--profile`) and the result carries its JSON."""
         params_args, model_dir = self.params_args()
         with tempfile.TemporaryDirectory(prefix="wasmforge-run-") as tmp:
             io_dir = Path(tmp)
@@ -325,10 +328,13 @@ class WasmModel:
                 args += ["--output", f"/io/output{index}.npy"]
             if repeat != 1:
                 args += ["--repeat", str(repeat)]
+            if profile:
+                args += ["--profile", "/io/profile.json"]
             started = time.perf_counter()
             _, stderr = self._invoke(io_dir, args, want_stderr=True, model_dir=model_dir)
             wall = time.perf_counter() - started
             arrays = [self._read_output(io_dir / f"output{i}.npy", spec) for i, spec in enumerate(outputs)]
+            document = self._read_profile(io_dir / "profile.json") if profile else None
         run_ms = []
         for line in stderr.splitlines():
             if line.startswith("{") and "run_ms" in line:
@@ -336,7 +342,25 @@ class WasmModel:
                     run_ms = json.loads(line)["run_ms"]
                 except (ValueError, KeyError, TypeError):
                     pass
-        return RunResult(arrays, run_ms, wall)
+        return RunResult(arrays, run_ms, wall, document)
+
+    def _read_profile(self, path: Path) -> dict:
+        """The module's --profile JSON: size-capped (it is the module's word, like its output)."""
+        try:
+            size = path.stat().st_size
+            if size > self.output_limit:
+                raise WasmRunError(f"the module's profile is {_size(size)}, more than the output limit "
+                                   f"{_size(self.output_limit)}", exit_code=1)
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise WasmRunError(f"{self._module_name()} wrote no profile: it was built before --profile "
+                               "existed (rebuild it)", exit_code=1) from None
+        except ValueError as exc:
+            raise WasmRunError(f"{self._module_name()} wrote a profile that is not JSON: {exc}",
+                               exit_code=1) from None
+        if not isinstance(document, dict):
+            raise WasmRunError(f"{self._module_name()} wrote a profile that is not a JSON object", exit_code=1)
+        return document
 
     def _read_output(self, path: Path, spec: dict) -> np.ndarray:
         """An output as the module's --info describes it; the header is checked before any data

@@ -98,6 +98,23 @@ def compile_kernels(mod, target, kernel_names: list[str], out_dir: Path) -> Path
     return archive
 
 
+def kernel_flops(mod, kernel_names) -> dict[str, int | None]:
+    """{kernel: floating-point operations of one call}, as TVM's TIR analysis
+    (`estimate_tir_flops`: arithmetic operations times loop extents, on the scheduled
+    PrimFunc) counts them: a multiply-add is two, and the element-wise ops fused
+    into a kernel count too. None where the analysis cannot tell (it raises)."""
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    counts: dict[str, int | None] = {}
+    for name in sorted(kernel_names):
+        try:
+            counts[name] = round(float(estimate_tir_flops(tvm.IRModule({"main": mod[name]}))))
+        except Exception:  # noqa: BLE001 - a kernel the analysis does not handle
+            counts[name] = None
+    return counts
+
+
 def toolchain_versions() -> dict[str, str]:
     import tvm
     import tvm_ffi
@@ -139,7 +156,7 @@ def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, lis
     """Write kernels, plan.json and params.bin into `out_dir`; return the graph's description."""
     import json
 
-    from .plan import PlanError, derive_plan
+    from .plan import PlanError, annotate_calls, derive_plan
 
     model, inputs, mod, target = prepare_and_lower(onnx_path, shapes, frozen=frozen, tuning_db=tuning_db,
                                                    warnings=warnings, features=features)
@@ -148,6 +165,7 @@ def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, lis
         plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs], output_names)
     except PlanError as exc:
         raise StageError("plan", str(exc)) from None
+    annotate_calls(plan, kernel_flops(mod, {c["kernel"] for c in plan["calls"]}))
     try:
         compile_kernels(mod, target, sorted({c["kernel"] for c in plan["calls"]}), out_dir)
     except Exception as exc:  # noqa: BLE001 - codegen errors come in many kinds

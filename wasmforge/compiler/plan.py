@@ -10,6 +10,9 @@ records it. Anything else is refused with a clear message rather than guessed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import numpy as np
 
 PLAN_FORMAT = 1
@@ -190,3 +193,49 @@ def derive_plan(main, name: str, input_names: list[str], output_names: list[str]
         "outputs": [{"name": n, "tensor": t} for n, t in zip(output_names, out_ids)],
     }
     return plan, bytes(builder.params)
+
+
+# Operator kinds by kernel name, first match wins: the compute-heavy anchor of a
+# fused kernel (conv, matmul, pool, ...) wins over the element-wise ops fused into it.
+_OP_PATTERNS = [
+    (r"conv\dd_transpose|conv_transpose", "conv_transpose"),
+    (r"depthwise", "depthwise_conv2d"),
+    (r"conv(\d)d", "conv{0}d"),
+    (r"batch_matmul|matmul", "matmul"),
+    (r"dense", "dense"),
+    (r"pool", "pool"),
+    (r"softmax", "softmax"),
+    (r"layer_norm", "layer_norm"),
+    (r"group_norm|rms_norm|instance_norm|batch_norm", "norm"),
+    (r"layout_transform", "layout_transform"),
+    (r"transpose|permute_dims", "transpose"),
+    (r"concatenate|concat", "concat"),
+    (r"(?:^|_)(?:mean|sum|prod|argmax|argmin|variance)(?:_|$)", "reduce"),
+    (r"resize|upsampl", "resize"),
+    (r"take|gather", "gather"),
+    (r"strided_slice|dynamic_slice", "slice"),
+]
+
+
+def op_kind(kernel: str) -> str:
+    """The kind of operator a kernel computes, from its name (TVM names fused kernels
+    after their operators, numbered: `fused_conv2d_nchwc3_add2_relu1`, `max_pool2d1`,
+    `te_layout_transform`): `conv2d`, `matmul`, `pool`, `softmax`, `layout_transform`,
+    ... (see _OP_PATTERNS), else the name's first operator (`add`, `relu`, ...)."""
+    name = re.sub(r"^(?:fused_|te_)+", "", kernel)
+    name = re.sub(r"(?<=[a-z])\d+(?=_|$)", "", name)  # the numbering, not conv2d's 2
+    for pattern, kind in _OP_PATTERNS:
+        found = re.search(pattern, name)
+        if found:
+            return kind.format(*found.groups())
+    return name.split("_")[0] or "other"
+
+
+def annotate_calls(plan: dict, flops: Mapping[str, int | None]) -> None:
+    """Give every call of `plan` its `op` (op_kind) and, when `flops` knows its kernel,
+    `flops`: the floating-point operations of one call (docs/plan-format.md)."""
+    for call in plan["calls"]:
+        call["op"] = op_kind(call["kernel"])
+        count = flops.get(call["kernel"])
+        if count is not None:
+            call["flops"] = int(count)

@@ -147,6 +147,12 @@ pub fn describe(dtype: DType, shape: &[usize]) -> String {
 pub struct Call {
     pub kernel: Cow<'static, str>,
     pub args: Cow<'static, [usize]>,
+    /// What kind of operator the kernel computes (`conv2d`, `matmul`, `pool`,
+    /// ...), as the compiler derived it; `None` in a plan without it.
+    pub op: Option<Cow<'static, str>>,
+    /// Floating-point operations of one call, estimated by the compiler from
+    /// the kernel's TIR; `None` when unknown. Only `--profile` reads it.
+    pub flops: Option<u64>,
 }
 
 /// A graph input or output: its ONNX name and its tensor index.

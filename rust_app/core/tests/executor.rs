@@ -256,3 +256,20 @@ fn parallel_launch_runs_serially_and_registration_is_a_no_op() {
         0
     );
 }
+
+#[test]
+fn profiled_runs_give_the_same_outputs_and_one_time_per_call() {
+    let params = reuse_params();
+    let mut ex =
+        Executor::new(load_plan("plan_storage_reuse.json"), &params.0, &REUSE_KERNELS).unwrap();
+    let x = f32_bytes(&[-1.0, 2.0, -3.0, 4.0, -5.0, 6.0]);
+    let plain: Vec<Vec<u8>> = ex.run(&[&x]).unwrap().into_iter().map(<[u8]>::to_vec).collect();
+    let mut times = vec![99.0; 7]; // replaced, not appended to
+    let profiled: Vec<Vec<u8>> =
+        ex.run_profiled(&[&x], &mut times).unwrap().into_iter().map(<[u8]>::to_vec).collect();
+    assert_eq!(plain, profiled);
+    assert_eq!(times.len(), ex.plan().calls.len());
+    assert!(times.iter().all(|&ms| (0.0..99.0).contains(&ms)), "{times:?}");
+    // Bad inputs fail the same way.
+    assert!(matches!(ex.run_profiled(&[], &mut times), Err(Error::Input(_))));
+}

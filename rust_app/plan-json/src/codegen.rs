@@ -76,10 +76,15 @@ fn tensor(t: &Tensor) -> String {
 }
 
 fn call(c: &Call) -> String {
+    let op = match &c.op {
+        Some(op) => format!("Some(Borrowed({:?}))", op.as_ref()),
+        None => "None".to_string(),
+    };
     format!(
-        "Call {{ kernel: Borrowed({:?}), args: Borrowed(&{}) }}",
+        "Call {{ kernel: Borrowed({:?}), args: Borrowed(&{}), op: {op}, flops: {:?} }}",
         c.kernel.as_ref(),
-        list(&c.args)
+        list(&c.args),
+        c.flops
     )
 }
 

@@ -138,7 +138,17 @@ fn call(c: &Value, at: &str) -> Result<Call, Error> {
     for (at, a) in items(c, at, "args")? {
         args.push(size(a, &at)?);
     }
-    Ok(Call { kernel: kernel.into(), args: args.into() })
+    // Optional (added within format 1): older plans have neither.
+    let op = match c.get("op") {
+        None => None,
+        Some(v) => Some(Cow::Owned(string(v, &path(at, "op"))?.to_string())),
+    };
+    let flops = match c.get("flops") {
+        None => None,
+        Some(Value::Int(i)) if *i >= 0 => Some(*i as u64),
+        Some(_) => return Err(plan_err(&path(at, "flops"), "expected a non-negative integer")),
+    };
+    Ok(Call { kernel: kernel.into(), args: args.into(), op, flops })
 }
 
 fn io_list(doc: &Value, key: &str) -> Result<Vec<Io>, Error> {

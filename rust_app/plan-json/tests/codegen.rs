@@ -35,7 +35,7 @@ fn doc_example_source() {
         "    Tensor { dtype: DType::F32, shape: Borrowed(&[1, 1, 8, 8]), kind: TensorKind::Input { index: 0 } },",
         "    Tensor { dtype: DType::F32, shape: Borrowed(&[1, 6, 8, 8]), kind: TensorKind::Storage { storage: 0, offset: 0 } },",
         "    Tensor { dtype: DType::F32, shape: Borrowed(&[1, 384]), kind: TensorKind::View { of: 2 } },",
-        "    Call { kernel: Borrowed(\"fused_conv2d_add_relu\"), args: Borrowed(&[0, 1, 2]) },",
+        "    Call { kernel: Borrowed(\"fused_conv2d_add_relu\"), args: Borrowed(&[0, 1, 2]), op: Some(Borrowed(\"conv2d\")), flops: Some(7680) },",
         "static OUTPUTS: [Io; 1] = [",
         "    Io { name: Borrowed(\"logits\"), tensor: 3 },",
     ] {

@@ -33,7 +33,12 @@ fn doc_example_is_valid() {
     assert_eq!(plan.tensors[3].nbytes(), 1536);
     assert_eq!(
         plan.calls,
-        vec![Call { kernel: "fused_conv2d_add_relu".into(), args: vec![0, 1, 2].into() }]
+        vec![Call {
+            kernel: "fused_conv2d_add_relu".into(),
+            args: vec![0, 1, 2].into(),
+            op: Some("conv2d".into()),
+            flops: Some(7680)
+        }]
     );
     assert_eq!(plan.inputs, vec![Io { name: "input".into(), tensor: 0 }]);
     assert_eq!(plan.outputs, vec![Io { name: "logits".into(), tensor: 3 }]);
@@ -81,6 +86,7 @@ fn every_bad_plan_gives_its_error() {
         ("bad_output_range.json", "outputs[0].tensor: tensor index 7 out of range (there are 4)"),
         ("bad_size_overflow.json", "tensors[2].shape: tensor byte size overflows"),
         ("bad_not_object.json", "invalid plan: expected an object"),
+        ("bad_flops_negative.json", "calls[0].flops: expected a non-negative integer"),
     ];
     let mut checked = 0;
     for (file, expected) in cases {
@@ -178,4 +184,17 @@ fn wrong_types_are_named() {
     assert_eq!(e.message(), "invalid plan: storages[0]: expected an object, got a number");
     let e = doc_with("\"args\": [0, 1, 2]", "\"args\": [0, 1.0, 2]").unwrap_err();
     assert_eq!(e.message(), "invalid plan: calls[0].args[1]: expected a non-negative integer");
+    let e = doc_with("\"op\": \"conv2d\"", "\"op\": 2").unwrap_err();
+    assert_eq!(e.message(), "invalid plan: calls[0].op: expected a string, got a number");
+    let e = doc_with("\"flops\": 7680", "\"flops\": 1.5").unwrap_err();
+    assert_eq!(e.message(), "invalid plan: calls[0].flops: expected a non-negative integer");
+}
+
+#[test]
+fn op_and_flops_are_optional() {
+    // Plans written before they existed (format 1 all the same) still read.
+    let plan = doc_with(", \"op\": \"conv2d\", \"flops\": 7680", "").unwrap();
+    assert_eq!((plan.calls[0].op.as_deref(), plan.calls[0].flops), (None, None));
+    let plan = load("plan_doc_example.json").unwrap();
+    assert_eq!((plan.calls[0].op.as_deref(), plan.calls[0].flops), (Some("conv2d"), Some(7680)));
 }

@@ -1,7 +1,7 @@
 //! The command line of a model module. It is a public contract:
 //!
 //! ```text
-//! wasmforge-model --input IN.npy [--input IN2.npy ...] --output OUT.npy [--repeat N]
+//! wasmforge-model --input IN.npy [--input IN2.npy ...] --output OUT.npy [--repeat N] [--profile PATH]
 //! wasmforge-model --info
 //! ```
 //!
@@ -19,17 +19,22 @@ use crate::ffi::KernelFn;
 use crate::npy;
 use crate::params::{self, ExternalParams};
 use crate::plan::{Io, Plan};
+use crate::profile;
 use crate::sha256;
 use crate::{Error, ExitCode};
 
 pub const USAGE: &str = "\
 usage: wasmforge-model --input IN.npy [--input IN2.npy ...] --output OUT.npy [--repeat N]
+                       [--profile PATH]
        wasmforge-model --info
 
 Runs the embedded model on .npy files ('-' is stdin / stdout).
   --input PATH   one per graph input, in graph order
   --output PATH  one per graph output, in graph order
   --repeat N     run inference N times and print {\"run_ms\": [...]} to stderr
+  --profile PATH time every kernel call and write the profile as JSON (median
+                 over the --repeat runs); with --profile the --output flags may
+                 be left out
   --info         print the inputs and outputs as one line of JSON
 ";
 
@@ -86,6 +91,8 @@ pub struct Options {
     pub repeat: Option<u32>,
     /// `--params PATH`, known only to a module with external weights.
     pub params: Option<String>,
+    /// `--profile PATH`: time every kernel call and write the profile there.
+    pub profile: Option<String>,
 }
 
 /// Parses the arguments after the program name, once. `--params` is a flag
@@ -100,7 +107,8 @@ pub fn parse_args(args: &[String], external_params: bool) -> Result<Options, Err
             _ => (arg.as_str(), None),
         };
         let is_params = external_params && flag == "--params";
-        let takes_value = is_params || matches!(flag, "--input" | "--output" | "--repeat");
+        let takes_value =
+            is_params || matches!(flag, "--input" | "--output" | "--repeat" | "--profile");
         let value = if takes_value {
             match inline.or_else(|| it.next().cloned()) {
                 Some(v) if !v.is_empty() && (v == "-" || !v.starts_with("--")) => v,
@@ -128,6 +136,11 @@ pub fn parse_args(args: &[String], external_params: bool) -> Result<Options, Err
                     )))
                 }
             },
+            "--profile" => {
+                if opts.profile.replace(value).is_some() {
+                    return Err(Error::Usage("--profile given more than once".to_string()));
+                }
+            }
             "--info" => opts.info = true,
             "--help" | "-h" => opts.help = true,
             _ => return Err(Error::Usage(format!("unknown argument '{arg}' (see --help)"))),
@@ -216,7 +229,13 @@ pub fn run(
     }
     // Flags first: a wrong count fails before megabytes of weights are read.
     check_count("--input", &opts.inputs, &plan.inputs)?;
-    check_count("--output", &opts.outputs, &plan.outputs)?;
+    // A profile may be all a caller wants: then the outputs can be left out.
+    if !(opts.profile.is_some() && opts.outputs.is_empty()) {
+        check_count("--output", &opts.outputs, &plan.outputs)?;
+    }
+    if opts.profile.as_deref() == Some("-") && opts.outputs.iter().any(|p| p == "-") {
+        return Err(Error::Usage("--profile and --output cannot both be '-'".to_string()));
+    }
     let loaded;
     let params = match model.weights {
         Weights::Embedded(p) => p,
@@ -243,9 +262,18 @@ pub fn run(
     let mut executor = Executor::new(plan.clone(), params, model.kernels)?;
     let repeat = opts.repeat.unwrap_or(1);
     let mut run_ms = Vec::new();
+    let mut call_ms: Vec<Vec<f64>> = Vec::new();
     for _ in 0..repeat {
+        // Allocated before the clock starts: the run's time is the kernels'.
+        let mut times =
+            Vec::with_capacity(if opts.profile.is_some() { plan.calls.len() } else { 0 });
         let start = Instant::now();
-        executor.run(&inputs)?;
+        if opts.profile.is_some() {
+            executor.run_profiled(&inputs, &mut times)?;
+            call_ms.push(times);
+        } else {
+            executor.run(&inputs)?;
+        }
         run_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     // The outputs of the last run are still in place.
@@ -253,11 +281,25 @@ pub fn run(
         let bytes = executor.tensor_bytes(io.tensor).unwrap_or_default();
         write_output(plan, io, path, bytes, stdout)?;
     }
+    if let Some(path) = &opts.profile {
+        write_profile(path, &profile::json(plan, &run_ms, &call_ms), stdout)?;
+    }
     if opts.repeat.is_some() {
         let times: Vec<String> = run_ms.iter().map(|t| format!("{t:.3}")).collect();
         writeln!(stderr, "{{\"run_ms\": [{}]}}", times.join(", ")).map_err(io_err)?;
     }
     Ok(())
+}
+
+fn write_profile(path: &str, text: &str, stdout: &mut dyn Write) -> Result<(), Error> {
+    let result = if path == "-" {
+        stdout.write_all(text.as_bytes())
+    } else {
+        let mut file = File::create(path)
+            .map_err(|e| Error::Io(format!("cannot create '{path}': {e}")).context("profile"))?;
+        file.write_all(text.as_bytes())
+    };
+    result.map_err(|e| Error::Io(format!("write failed: {e}")).context("profile"))
 }
 
 /// `{"model": ..., "inputs": [{"name", "dtype", "shape"}], "outputs": [...],
@@ -305,7 +347,7 @@ pub fn info_json(plan: &Plan, build: &BuildInfo, external: Option<&ExternalParam
 }
 
 /// `s` as a JSON string literal, quotes included: all the JSON the module
-/// writes is `--info`, `--repeat`'s timings and this.
+/// writes is `--info`, `--repeat`'s timings, `--profile` and this.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');

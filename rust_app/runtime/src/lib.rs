@@ -15,6 +15,7 @@ pub mod cli;
 pub mod embed;
 pub mod npy;
 pub mod params;
+pub mod profile;
 pub mod sha256;
 
 pub use wasmforge_core::{buf, executor, ffi, plan};

@@ -429,3 +429,121 @@ fn quoting_round_trips() {
     }
     assert_eq!(quote("a\u{1f}"), "\"a\\u001f\"");
 }
+
+/// A run with `--profile -` (stdout): the outputs go to a file.
+fn profiled(plan: &Plan, extra: &[&str]) -> (Value, Vec<u8>, Outcome) {
+    let y = TempPath::new(&format!("prof-{}.npy", extra.len()));
+    let mut argv = vec!["--input", "-", "--output", y.s(), "--output", "-", "--profile", "-"];
+    argv.extend_from_slice(extra);
+    // `--output -` and `--profile -` cannot share stdout: hidden goes to a file.
+    let hidden = TempPath::new(&format!("prof-h-{}.npy", extra.len()));
+    argv[5] = hidden.s();
+    let o = run_with(Some(plan), &argv, &x_npy(&[-1.0, 2.0, -3.0, 4.0, -5.0, 6.0]));
+    let text = String::from_utf8(o.stdout.clone()).unwrap();
+    let doc = json::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let y_bytes = std::fs::read(&y.0).unwrap();
+    (doc, y_bytes, o)
+}
+
+#[test]
+fn profile_has_one_record_per_call_and_leaves_outputs_alone() {
+    let mut plan = load_plan("plan_storage_reuse.json");
+    // Estimated by a compiler: 12 operations for the first call only.
+    plan.calls.to_mut()[0].flops = Some(12);
+    plan.calls.to_mut()[0].op = Some("add".into());
+    let (doc, y, o) = profiled(&plan, &["--repeat", "3"]);
+    o.result.unwrap();
+    // The same outputs as a run without --profile.
+    let plain = TempPath::new("plain-y.npy");
+    let p = run_with(
+        Some(&plan),
+        &["--input", "-", "--output", plain.s(), "--output", "-"],
+        &x_npy(&[-1.0, 2.0, -3.0, 4.0, -5.0, 6.0]),
+    );
+    p.result.unwrap();
+    assert_eq!(y, std::fs::read(&plain.0).unwrap());
+    assert_eq!(read_f32(&y, &[6]), [0.0, 5.0, 0.0, 18.0, 0.0, 39.0]);
+
+    assert_eq!(doc.get("profile").and_then(Value::as_i64), Some(1));
+    assert_eq!(doc.get("model").and_then(Value::as_str), Some("storage-reuse"));
+    assert_eq!(doc.get("runs").and_then(Value::as_i64), Some(3));
+    assert_eq!(doc.get("run_ms").and_then(Value::as_array).unwrap().len(), 3);
+    let calls = doc.get("calls").and_then(Value::as_array).unwrap();
+    assert_eq!(calls.len(), plan.calls.len());
+    for (i, (record, call)) in calls.iter().zip(plan.calls.iter()).enumerate() {
+        assert_eq!(record.get("index").and_then(Value::as_i64), Some(i as i64));
+        assert_eq!(record.get("kernel").and_then(Value::as_str), Some(call.kernel.as_ref()));
+        let args = record.get("args").and_then(Value::as_array).unwrap();
+        assert_eq!(args.len(), call.args.len());
+        for (a, &t) in args.iter().zip(call.args.iter()) {
+            let shape: Vec<i64> = a
+                .get("shape")
+                .and_then(Value::as_array)
+                .unwrap()
+                .iter()
+                .map(|d| d.as_i64().unwrap())
+                .collect();
+            let want: Vec<i64> = plan.tensors[t].shape.iter().map(|&d| d as i64).collect();
+            assert_eq!(shape, want);
+            assert_eq!(a.get("dtype").and_then(Value::as_str), Some("float32"));
+        }
+        let runs = record.get("ms_runs").and_then(Value::as_array).unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(matches!(record.get("ms"), Some(Value::Float(ms)) if *ms >= 0.0));
+    }
+    assert_eq!(calls[0].get("flops").and_then(Value::as_i64), Some(12));
+    assert_eq!(calls[0].get("op").and_then(Value::as_str), Some("add"));
+    // A plan without op / flops (written before they existed): null.
+    assert!(matches!(calls[1].get("op"), Some(Value::Null)));
+    assert!(matches!(calls[1].get("flops"), Some(Value::Null)));
+    assert!(matches!(calls[1].get("gflops"), Some(Value::Null)));
+    // With --repeat, the timing line still goes to stderr.
+    assert_eq!(o.stderr.lines().count(), 1);
+}
+
+#[test]
+fn profile_flags() {
+    let plan = load_plan("plan_storage_reuse.json");
+    // No --output at all: the profile is what the caller wants.
+    let o = run_with(Some(&plan), &["--input", "-", "--profile", "-"], &x_npy(&[1.0; 6]));
+    o.result.unwrap();
+    let doc = json::parse(std::str::from_utf8(&o.stdout).unwrap()).unwrap();
+    assert_eq!(doc.get("runs").and_then(Value::as_i64), Some(1));
+    assert_eq!(doc.get("calls").and_then(Value::as_array).unwrap().len(), 3);
+    // To a file.
+    let path = TempPath::new("profile.json");
+    let o = run_with(Some(&plan), &["--input", "-", "--profile", path.s()], &x_npy(&[1.0; 6]));
+    o.result.unwrap();
+    assert!(o.stdout.is_empty());
+    let text = std::fs::read_to_string(&path.0).unwrap();
+    assert!(json::parse(&text).unwrap().is_object());
+
+    let o = run(
+        &["--input", "-", "--output", "-", "--output", "h.npy", "--profile", "-"],
+        &x_npy(&[1.0; 6]),
+    );
+    assert_eq!(
+        o.result.unwrap_err(),
+        Error::Usage("--profile and --output cannot both be '-'".into())
+    );
+    let e = parse_args(&args(&["--profile", "a", "--profile", "b"]), false).unwrap_err();
+    assert_eq!(e, Error::Usage("--profile given more than once".into()));
+    let e = parse_args(&args(&["--profile"]), false).unwrap_err();
+    assert_eq!(e, Error::Usage("--profile needs a value".into()));
+    // Outputs given: all of them, as without --profile.
+    let o = run(&["--input", "-", "--output", "-", "--profile", path.s()], &x_npy(&[1.0; 6]));
+    assert!(matches!(o.result, Err(Error::Usage(m)) if m.starts_with("expected 2 --output")));
+    let o = run(&["--input", "-", "--profile", "/no/such/dir/p.json"], &x_npy(&[1.0; 6]));
+    let e = o.result.unwrap_err();
+    assert!(e.message().starts_with("profile: cannot create '/no/such/dir/p.json'"), "{e:?}");
+    assert_eq!(e.exit_code(), 2);
+}
+
+#[test]
+fn median_of_runs() {
+    use wasmforge_runtime::profile::median;
+    assert_eq!(median(&[]), 0.0);
+    assert_eq!(median(&[3.0]), 3.0);
+    assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+}
