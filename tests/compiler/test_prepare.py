@@ -240,3 +240,22 @@ def test_inference_dropout_becomes_identity_but_training_dropout_stays():
                     inits=[ratio])
     prepared = prepare(training, Path("."), {}, {}, [])
     assert [n.op_type for n in prepared.graph.node] == ["Dropout"]
+
+
+@pytest.mark.parametrize("case", ["1d", "2d", "3d"])
+def test_opset6_prelu_slopes_stay_per_channel(case):
+    """pytorch-converted PReLU with one slope per channel (opset 6): prepared, it
+    computes the suite's reference output (onnxruntime runs the prepared model)."""
+    data = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted" / \
+        f"test_PReLU_{case}_multiparam"
+    model = onnx.load(str(data / "model.onnx"))
+    x_name = model.graph.input[0].name
+    x = numpy_helper.to_array(onnx.load_tensor(str(data / "test_data_set_0" / "input_0.pb")))
+    expected = numpy_helper.to_array(onnx.load_tensor(str(data / "test_data_set_0" / "output_0.pb")))
+    prepared = prepare(model, data, {x_name: list(x.shape)}, {})
+    assert prepared is not model
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(prepared.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {x_name: x})
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -101,6 +101,43 @@ def needed_opset(model: onnx.ModelProto) -> int:
     return target
 
 
+def legacy_prelu_slopes(model: onnx.ModelProto, notes: list[str]) -> bool:
+    """Before opset 7 a 1-D `PRelu` slope was per channel (axis 1); from 7 on it
+    broadcasts numpy-style (against the last axis), and the version converter
+    keeps it as it is. A constant 1-D slope of such a model is reshaped to
+    (C, 1, ..., 1) first, so the converted model computes what the old one meant."""
+    from onnx import numpy_helper
+
+    if onnx_fold.default_opset(model) >= 7:
+        return False
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    types = None
+    changed = False
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        slope = inits.get(node.input[1])
+        if slope is None or len(slope.dims) != 1 or slope.dims[0] == 1:
+            continue
+        types = types if types is not None else onnx_fold.infer_types(model)
+        x_type = types.get(node.input[0])
+        if x_type is None or not x_type.tensor_type.HasField("shape"):
+            continue
+        rank = len(x_type.tensor_type.shape.dim)
+        if rank < 3:
+            continue  # (N, C): the last axis is the channel axis already
+        values = numpy_helper.to_array(slope).reshape([-1] + [1] * (rank - 2))
+        per_channel = numpy_helper.from_array(values, f"{slope.name}__per_channel")
+        graph.initializer.append(per_channel)
+        inits[per_channel.name] = per_channel
+        node.input[1] = per_channel.name
+        changed = True
+    if changed:
+        notes.append("PRelu slopes of opset < 7 reshaped to their channel axis")
+    return changed
+
+
 def convert_opset(model: onnx.ModelProto, notes: list[str]) -> bool:
     """onnx.version_converter where the frontend needs another default-domain opset."""
     from onnx import version_converter

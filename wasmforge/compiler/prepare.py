@@ -41,6 +41,7 @@ def prepare(model: onnx.ModelProto, base_dir: Path, shapes: dict[str, list[int]]
     changed |= _freeze_inputs(work, frozen, notes)
     changed |= _fix_input_shapes(work, shapes)
     graph_inputs(work, shapes)  # dynamic dims left: the ModelError with its --input-shape hint
+    changed |= onnx_versions.legacy_prelu_slopes(work, notes)
     changed |= onnx_versions.convert_opset(work, notes)
     changed |= onnx_versions.expand_functions(work, notes)
     changed |= _constant_values(work.graph)
