@@ -377,15 +377,13 @@ def _place(source: Path, target: Path) -> None:
 def _lower_for_host(request: dict):
     """The plan and kernels exactly as the wasm build derives them, kernels built for the host."""
     from .compiler import native_plan
-    from .compiler.graph_lib import prepare_and_lower
-    from .compiler.plan import derive_plan
+    from .compiler.graph_lib import plan_of, prepare_and_lower
 
     overrides = {i["name"]: list(i["shape"]) for i in request["graph_inputs"]}
     emit(kind="phase", text="lowering with TVM Relax")
     # The build's own preparation too (folding, quirks, RNN unrolling): the same plan as the wasm.
     model, inputs, mod, _ = prepare_and_lower(Path(request["onnx"]), overrides)
-    plan, params = derive_plan(mod["main"], request["name"], [i["name"] for i in inputs],
-                               [o.name for o in model.graph.output])
+    plan, params = plan_of(model, inputs, mod, request["name"])
     emit(kind="phase", text="compiling kernels for the host CPU")
     library = native_plan.compile_native(mod, sorted({c["kernel"] for c in plan["calls"]}))
     return plan, params, library, native_plan.NATIVE_TARGET

@@ -98,6 +98,17 @@ def compile_kernels(mod, target, kernel_names: list[str], out_dir: Path) -> Path
     return archive
 
 
+def plan_of(model, inputs, mod, name: str) -> tuple[dict, bytes]:
+    """The plan (with each call's op kind and FLOPs) and params of a lowered model, exactly
+    as the build writes them: the bench's native run executes this same plan."""
+    from .plan import annotate_calls, derive_plan
+
+    output_names = [o.name for o in model.graph.output]
+    plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs], output_names)
+    annotate_calls(plan, kernel_flops(mod, {c["kernel"] for c in plan["calls"]}))
+    return plan, params
+
+
 def kernel_flops(mod, kernel_names) -> dict[str, int | None]:
     """{kernel: floating-point operations of one call}, as TVM's TIR analysis
     (`estimate_tir_flops`: arithmetic operations times loop extents, on the scheduled
@@ -156,16 +167,14 @@ def build_graph(onnx_path: Path, out_dir: Path, name: str, shapes: dict[str, lis
     """Write kernels, plan.json and params.bin into `out_dir`; return the graph's description."""
     import json
 
-    from .plan import PlanError, annotate_calls, derive_plan
+    from .plan import PlanError
 
     model, inputs, mod, target = prepare_and_lower(onnx_path, shapes, frozen=frozen, tuning_db=tuning_db,
                                                    warnings=warnings, features=features)
-    output_names = [o.name for o in model.graph.output]
     try:
-        plan, params = derive_plan(mod["main"], name, [i["name"] for i in inputs], output_names)
+        plan, params = plan_of(model, inputs, mod, name)
     except PlanError as exc:
         raise StageError("plan", str(exc)) from None
-    annotate_calls(plan, kernel_flops(mod, {c["kernel"] for c in plan["calls"]}))
     try:
         compile_kernels(mod, target, sorted({c["kernel"] for c in plan["calls"]}), out_dir)
     except Exception as exc:  # noqa: BLE001 - codegen errors come in many kinds
