@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= lenet-digits
 
-.PHONY: setup build test test-python test-unit test-rust docker-test conformance clean
+.PHONY: setup build test test-tools test-python test-unit test-rust docker-test conformance clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,18 @@ $(VENV)/.installed: requirements/host.txt pyproject.toml
 build: setup
 	$(BIN)/invoke build --model $(MODEL)
 
-test: test-rust test-python
+test: test-tools test-rust test-python
+
+# Node and Chromium for the Node example's and the browser demo's tests (they
+# skip, saying why, without them): Debian's packages when apt is there.
+test-tools:
+	@missing=""; command -v node >/dev/null || missing="$$missing nodejs"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	      echo "installing$$missing (Node example and browser demo tests)"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    else echo "note:$$missing not installed: their tests will be skipped"; fi; fi
 
 test-rust:
 	cd rust_app && cargo test --workspace --locked --offline
