@@ -136,3 +136,11 @@ def test_npz_output_names_are_data(tmp_path, names):
         assert sorted(loaded.files) == sorted(names)
         for name, array in zip(names, arrays):
             np.testing.assert_array_equal(loaded[name], array)
+
+
+@pytest.mark.parametrize("value", [np.float32(2.5), np.array(7, dtype=">i8")])
+def test_a_scalar_stays_a_scalar(tmp_path, value):
+    """A 0-d array (a model's scalar output) keeps shape (), also from big-endian data."""
+    np.save(tmp_path / "s.npy", np.asarray(value))
+    array = read_npy(tmp_path / "s.npy", label="s.npy", max_bytes=LIMIT)
+    assert array.shape == () and array == value and array.dtype.byteorder in ("<", "=", "|")

@@ -89,7 +89,8 @@ def read_npy_from(handle: BinaryIO, *, label: str, shape: tuple[int, ...] | None
     else:
         array = array.reshape(got_shape)
     # The module reads C order, little-endian: made so here, whatever the file had.
-    return np.ascontiguousarray(array, dtype=got_dtype.newbyteorder("<"))
+    # (not np.ascontiguousarray: it turns a 0-d array, a scalar output, into shape (1,))
+    return array.astype(got_dtype.newbyteorder("<"), order="C", copy=False)
 
 
 def read_npy(path, *, label: str, shape=None, dtype=None, max_bytes: int, what: str = "") -> np.ndarray:
