@@ -274,6 +274,24 @@ def fold(model: onnx.ModelProto, max_rounds: int = 20) -> tuple[int, list[str]]:
     return total, resolved
 
 
+def replace_nodes(graph: onnx.GraphProto, replacement) -> list[onnx.NodeProto]:
+    """Put `replacement(node)` (a list of nodes, or None to keep the node) in place of
+    each node of `graph`, in order; returns the nodes replaced (the graph is rewritten
+    only if there are any)."""
+    nodes, replaced = [], []
+    for node in graph.node:
+        new = replacement(node)
+        if new is None:
+            nodes.append(node)
+        else:
+            nodes += new
+            replaced.append(node)
+    if replaced:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return replaced
+
+
 def used_names(graph: onnx.GraphProto) -> set[str]:
     """Every name a node of `graph` (or of its subgraphs) reads."""
     names = set()

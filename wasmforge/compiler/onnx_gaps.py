@@ -45,25 +45,23 @@ def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
         return False
     types = onnx_fold.infer_types(model)
     consts = {init.name: init for init in graph.initializer}
-    nodes, done = [], {}
-    for node in graph.node:
-        replacement = None
-        if node.domain in ("", "ai.onnx"):
-            if node.op_type == "Resize":
-                replacement = _resize(node, graph, types, consts)
-            elif node.op_type == "Pow":
-                replacement = _pow(node, types)
-            elif node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
-                replacement = _bool_reduce(node)
-        if replacement is None:
-            nodes.append(node)
-            continue
-        nodes += replacement
+
+    def replacement(node):
+        if node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "Resize":
+            return _resize(node, graph, types, consts)
+        if node.op_type == "Pow":
+            return _pow(node, types)
+        if node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
+            return _bool_reduce(node)
+        return None
+
+    done = {}
+    for node in onnx_fold.replace_nodes(graph, replacement):
         done[node.op_type] = done.get(node.op_type, 0) + 1
     if not done:
         return False
-    del graph.node[:]
-    graph.node.extend(nodes)
     notes.append("rewrote " + ", ".join(f"{count} {op}" for op, count in done.items())
                  + " into forms TVM converts")
     return True

@@ -12,24 +12,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import onnx_fold
+
 OPS = {"QLinearMatMul"}
 
 
 def rewrite(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto], notes: list[str]) -> bool:
-    nodes, count = [], 0
-    for node in graph.node:
-        if node.op_type == "QLinearMatMul" and node.domain in ("", "ai.onnx"):
-            replacement = _qlinear_matmul(node, graph, types)
-            if replacement is not None:
-                nodes += replacement
-                count += 1
-                continue
-        nodes.append(node)
-    if not count:
+    replaced = onnx_fold.replace_nodes(graph, lambda node: _qlinear_matmul(node, graph, types) if (
+        node.op_type == "QLinearMatMul" and node.domain in ("", "ai.onnx")) else None)
+    if not replaced:
         return False
-    del graph.node[:]
-    graph.node.extend(nodes)
-    notes.append(f"rewrote {count} QLinearMatMul as integer MatMul and requantization")
+    notes.append(f"rewrote {len(replaced)} QLinearMatMul as integer MatMul and requantization")
     return True
 
 

@@ -53,17 +53,19 @@ def unroll(model: onnx.ModelProto, notes: list[str], ops: set[str] | None = None
     consts = _constants(graph)
     used = onnx_fold.used_names(graph) | {o.name for o in graph.output}
     opset = onnx_fold.default_opset(model)
-    nodes, counts = [], {}
-    for node in graph.node:
-        if node in targets:
-            unrolled = _Unroller(node, graph, types, consts, used, opset)
-            nodes += unrolled.build()
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-            steps = unrolled.steps
-        else:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    counts, steps = {}, 0
+
+    def unrolled(node):
+        nonlocal steps
+        if node not in targets:
+            return None
+        unroller = _Unroller(node, graph, types, consts, used, opset)
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        built = unroller.build()
+        steps = unroller.steps
+        return built
+
+    onnx_fold.replace_nodes(graph, unrolled)
     done = ", ".join(f"{count} {op}" for op, count in sorted(counts.items()))
     notes.append(f"unrolled {done} over the static sequence length ({steps} step{'s' * (steps > 1)})"
                  if len(targets) == 1 else f"unrolled {done} over their static sequence lengths")

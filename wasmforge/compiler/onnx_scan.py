@@ -28,19 +28,16 @@ def unroll(model: onnx.ModelProto, notes: list[str]) -> bool:
     if not targets or opset < 9:
         return False
     types = onnx_fold.infer_types(model)
-    nodes, steps = [], []
-    for node in graph.node:
-        if node in targets:
-            unrolled = _unroll_one(node, graph, types, opset)
-            if unrolled is not None:
-                nodes += unrolled[0]
-                steps.append(unrolled[1])
-                continue
-        nodes.append(node)
-    if not steps:
+    steps = []
+
+    def unrolled(node):
+        if node not in targets or (done := _unroll_one(node, graph, types, opset)) is None:
+            return None
+        steps.append(done[1])
+        return done[0]
+
+    if not onnx_fold.replace_nodes(graph, unrolled):
         return False
-    del graph.node[:]
-    graph.node.extend(nodes)
     notes.append(f"unrolled {len(steps)} Scan over {', '.join(map(str, steps))} static step(s)")
     return True
 

@@ -189,24 +189,23 @@ def _inference_rewrites(graph: onnx.GraphProto, notes: list[str]) -> bool:
     `Dropout` (inference: the identity; Relax makes it a tuple) -> Identity, and
     `Sum`/`Mean` (Relax: broadcast + stack + reduce) -> a chain of binary Adds."""
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    nodes, rewritten = [], {"Dropout": 0, "Sum": 0, "Mean": 0}
-    for node in graph.node:
+
+    def replacement(node):
         # Not with a training_mode input: then Dropout really drops (and TVM
         # cannot either), which the build must not hide.
         if node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and \
                 not any(out in used for out in node.output[1:]) and \
                 not (len(node.input) > 2 and node.input[2]):
-            nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
-        elif node.op_type in ("Sum", "Mean") and node.domain in ("", "ai.onnx") and len(node.input) >= 2:
-            nodes += _add_chain(node, graph)
-        else:
-            nodes.append(node)
-            continue
+            return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)]
+        if node.op_type in ("Sum", "Mean") and node.domain in ("", "ai.onnx") and len(node.input) >= 2:
+            return _add_chain(node, graph)
+        return None
+
+    rewritten = {"Dropout": 0, "Sum": 0, "Mean": 0}
+    for node in onnx_fold.replace_nodes(graph, replacement):
         rewritten[node.op_type] += 1
     if not any(rewritten.values()):
         return False
-    del graph.node[:]
-    graph.node.extend(nodes)
     done = ", ".join(f"{count} {op}" for op, count in rewritten.items() if count)
     notes.append(f"rewrote {done} for inference")
     return True
