@@ -271,23 +271,15 @@ def run_wasi(request: dict, args: list[str], io_dir: Path) -> tuple[str, str]:
     import wasmtime
 
     from wasmforge.runner import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT, new_engine
+    from wasmforge.sandbox import wasi_store
 
     epoch = request["epoch"]
     engine = new_engine(epoch_interruption=epoch)
     module = wasmtime.Module.deserialize_file(engine, request["cwasm"])
-    store = wasmtime.Store(engine)
-    store.set_limits(memory_size=DEFAULT_MEMORY_LIMIT)
-    wasi = wasmtime.WasiConfig()
-    wasi.argv = ["module.wasm", *args]
-    wasi.preopen_dir(str(io_dir), "/io")
-    wasi.stdout_file = str(io_dir / ".stdout")
-    wasi.stderr_file = str(io_dir / ".stderr")
-    store.set_wasi(wasi)
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
+    # stdout/stderr to io_dir/.stdout and .stderr (a trusted peer: no pipes needed)
+    store, linker = wasi_store(engine, io_dir, args, DEFAULT_MEMORY_LIMIT)
     timer = None
     if epoch:
-        store.set_epoch_deadline(1)
         timer = threading.Timer(DEFAULT_TIME_LIMIT * (request["runs"] + 1), engine.increment_epoch)
         timer.daemon = True
         timer.start()
