@@ -56,7 +56,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__, artifact, reference
-from .bench_worker import EVENT_PREFIX
+from .bench_worker import EVENT_PREFIX, summary
 from .errors import UserError
 from .fetch import model_path
 from .hashing import sha256_file
@@ -228,15 +228,10 @@ def merge_rounds(steps: list[Step]) -> Step:
     times = [t for step in steps for t in step.result["times_ms"]]
     loads = [step.result["load_ms"] for step in steps if step.result.get("load_ms") is not None]
     peaks = [step.result["peak_rss_bytes"] for step in steps if step.result.get("peak_rss_bytes") is not None]
-    result = {**first, **bench_summary(times), "rounds": len(steps),
+    result = {**first, **summary(times), "rounds": len(steps),
               "load_ms": statistics.median(loads) if loads else None,
               "peak_rss_bytes": max(peaks) if peaks else None}
     return Step(result, steps[-1].outputs)
-
-
-def bench_summary(times_ms: list[float]) -> dict:
-    return {"min_ms": min(times_ms), "median_ms": statistics.median(times_ms), "max_ms": max(times_ms),
-            "times_ms": [round(t, 4) for t in times_ms]}
 
 
 def engine_flags(engine: str) -> dict | None:
