@@ -286,21 +286,34 @@ def smoke(c, model, build=False):
     run_smoke(model, rebuild=build)
 
 
-@task(help={"model": "artifact name under dist/", "runs": "timed runs per engine, after one warm-up (default 10)",
+@task(help={"model": "artifact name under dist/ (repeat for several: each is benched, then a summary table)",
+            "runs": "timed runs per engine, after one warm-up (default 10)",
             "json": "also write the results as JSON to PATH ('-' for stdout)",
             "onnx": "the ONNX file, for artifacts built with --onnx instead of --model",
             "rounds": "alternate the engines in this many rounds, the runs split over them (default 3)",
-            "tract": "also measure the tract wasm peer (built once per machine, ~20 min; default on)"})
+            "tract": "also measure the tract wasm peer (built once per machine, ~20 min; default on)"},
+      iterable=["model"])
 @user_errors
 def bench(c, model, runs=None, json=None, onnx=None, rounds=None, tract=True):
     """Time dist/<model>/ under wasmtime against tract (wasm), onnxruntime (1 thread, all cores) and native TVM."""
     runs = _number(10 if runs is None else runs, "runs", int, 1)  # a None default: invoke would int() it
     rounds = _number(3 if rounds is None else rounds, "rounds", int, 1)
+    from .errors import UserError
+
+    if not model:
+        raise UserError("give --model NAME (an artifact under dist/; repeat it for several)", 2)
+    if onnx and len(model) > 1:
+        raise UserError("--onnx names the ONNX file of one artifact: bench one --model with it", 2)
     _json_target(json)
     _existing_file(onnx, "onnx")
-    from .bench import bench as run_bench
+    if len(model) == 1:
+        from .bench import bench as run_bench
 
-    run_bench(model, runs=runs, json_path=json, onnx=onnx, rounds=rounds, tract=tract)
+        run_bench(model[0], runs=runs, json_path=json, onnx=onnx, rounds=rounds, tract=tract)
+        return
+    from .bench_summary import bench_models
+
+    bench_models(model, json_path=json, runs=runs, rounds=rounds, tract=tract)
 
 
 @task(help={"model": "artifact name under dist/",
