@@ -35,6 +35,8 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
+from . import gemm
+
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
 
@@ -221,7 +223,7 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRMod
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
-        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})]
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d, **gemm.LEGALIZE})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(passes)(mod)
@@ -262,6 +264,8 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
             scheduled = schedule_conv(func)
+            if scheduled is None:
+                scheduled = gemm.schedule_gemm(func)  # matmul / dense: gemm.py
             if scheduled is not None:
                 updates[gv] = scheduled
     for gv, func in updates.items():
