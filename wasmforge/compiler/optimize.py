@@ -35,7 +35,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import gemm
+from . import fastmath, gemm
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -223,7 +223,8 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRMod
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
-        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d, **gemm.LEGALIZE})]
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d, **gemm.LEGALIZE,
+                                                **fastmath.LEGALIZE})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(passes)(mod)
@@ -266,6 +267,8 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
             scheduled = schedule_conv(func)
             if scheduled is None:
                 scheduled = gemm.schedule_gemm(func)  # matmul / dense: gemm.py
+            if scheduled is None:
+                scheduled = fastmath.schedule_softmax(func)
             if scheduled is not None:
                 updates[gv] = scheduled
     for gv, func in updates.items():
