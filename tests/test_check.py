@@ -34,6 +34,10 @@ EXPECTED = {
                    "ops": {"Add": 22, "Cast": 1, "Div": 4, "Erf": 2, "Gather": 3, "LayerNormalization": 5,
                            "MatMul": 16, "Mul": 4, "Reshape": 8, "Softmax": 2, "Transpose": 8, "Unsqueeze": 1,
                            "Where": 1}},
+    "minilm-synth": {"opset": 17, "params": 22_565_376,
+                     "ops": {"Add": 62, "Cast": 1, "Div": 12, "Erf": 6, "Gather": 3, "LayerNormalization": 13,
+                             "MatMul": 48, "Mul": 12, "Reshape": 24, "Softmax": 6, "Transpose": 24,
+                             "Unsqueeze": 1, "Where": 1}},
 }
 
 
