@@ -20,6 +20,11 @@ does, with three changes:
    per-channel broadcast of an input pixel becomes a lane shuffle of one
    4-channel vector load (see `_splat_from_vector_load`).
 
+5. Matmuls and softmax/erf have their own modules (gemm.py: packed weights and a
+   register-tiled GEMM schedule; fastmath.py: vectorizable exp/erf): their
+   legalizations join the conv's in `fuse`, their schedules are tried after the
+   conv's in `_fast_path`, with the same per-PrimFunc fallback.
+
 The schedule has no parallel loops (the wasm build is single-threaded) and no
 randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
 database directory is given (see tune.py), its records take precedence for the
