@@ -26,7 +26,7 @@ ZOO_RESNET50_SHA256 = "af16a04a6ec48ac494065d4439fe9dea590d337b9ca6dc328160ccf04
 def test_committed_registry_has_its_models():
     registry = load_registry()
     assert list(registry) == ["resnet50", "resnet50-synth", "lenet-digits", "mobilenetv2-7", "mobilenetv2-synth",
-                              "squeezenet1.1-7", "squeezenet-synth", "bertsquad-12", "bert-synth"]
+                              "squeezenet1.1-7", "squeezenet-synth", "bertsquad-12", "bert-synth", "minilm-synth"]
     for spec in registry.values():
         assert isinstance(spec, ModelSpec)
         assert spec.description and spec.preprocessing and spec.license and spec.provenance
@@ -74,6 +74,7 @@ def test_zoo_models_are_pinned_files(name):
     ("mobilenetv2-synth", "wasmforge.generators.mobilenetv2:build_model"),
     ("squeezenet-synth", "wasmforge.generators.squeezenet:build_model"),
     ("bert-synth", "wasmforge.generators.bert:build_model"),
+    ("minilm-synth", "wasmforge.generators.bert:build_minilm"),
 ])
 def test_new_synthetic_models_are_seeded_generators(synth, entry):
     assert get_model(synth).source == GeneratorSource(entry, (("seed", 0),))
@@ -94,7 +95,7 @@ def test_unknown_model_lists_known_names():
         get_model("resnet51")
     message = str(caught.value)
     assert message == ("unknown model 'resnet51' (did you mean resnet50?); known models: bert-synth, bertsquad-12, lenet-digits, "
-                       "mobilenetv2-7, mobilenetv2-synth, resnet50, resnet50-synth, squeezenet-synth, "
+                       "minilm-synth, mobilenetv2-7, mobilenetv2-synth, resnet50, resnet50-synth, squeezenet-synth, "
                        "squeezenet1.1-7")
     assert caught.value.exit_code == 2
 

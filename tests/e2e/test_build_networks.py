@@ -58,3 +58,20 @@ def test_bert_synth_matches_onnxruntime(built_artifact):
     with pytest.raises(WasmRunError) as caught:  # int32 ids: refused, not reinterpreted
         module.run([ids.astype(np.int32), mask])
     assert caught.value.exit_code == 2
+
+
+def test_minilm_synth_matches_onnxruntime(built_artifact):
+    # A transformer at a realistic size: every matmul packed and tiled (gemm.py), softmax
+    # and GELU without libm calls (fastmath.py); ~1 min to build on 2 cores.
+    directory = built_artifact("minilm-synth")
+    module = assert_reference_cases_match(directory, "minilm-synth")
+    sess = reference.session(model_path(get_model("minilm-synth")))
+    rng = np.random.default_rng(12)
+    ids = rng.integers(0, 30522, (1, 128)).astype(np.int64)
+    ids[0, :2] = [0, 30521]
+    mask = np.ones((1, 128), np.int64)
+    mask[0, 90:] = 0
+    (got,) = module.run([ids, mask]).outputs
+    (want,) = reference.run_reference(sess, [ids, mask])
+    assert got.shape == (1, 128, 384)
+    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()

@@ -20,6 +20,11 @@ does, with three changes:
    per-channel broadcast of an input pixel becomes a lane shuffle of one
    4-channel vector load (see `_splat_from_vector_load`).
 
+5. Matmuls and softmax/erf have their own modules (gemm.py: packed weights and a
+   register-tiled GEMM schedule; fastmath.py: vectorizable exp/erf): their
+   legalizations join the conv's in `fuse`, their schedules are tried after the
+   conv's in `_fast_path`, with the same per-PrimFunc fallback.
+
 The schedule has no parallel loops (the wasm build is single-threaded) and no
 randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
 database directory is given (see tune.py), its records take precedence for the
@@ -34,6 +39,8 @@ import tvm
 from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
+
+from . import fastmath, gemm
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -221,7 +228,8 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRMod
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
-        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})]
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d, **gemm.LEGALIZE,
+                                                **fastmath.LEGALIZE})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(passes)(mod)
@@ -262,6 +270,10 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
             scheduled = schedule_conv(func)
+            if scheduled is None:
+                scheduled = gemm.schedule_gemm(func)  # matmul / dense: gemm.py
+            if scheduled is None:
+                scheduled = fastmath.schedule_softmax(func)
             if scheduled is not None:
                 updates[gv] = scheduled
     for gv, func in updates.items():

@@ -1,10 +1,17 @@
-"""A small BERT-style encoder with seeded random weights, shaped like a Hugging Face export.
+"""BERT-style encoders with seeded random weights, shaped like a Hugging Face export.
 
-Two int64 inputs, `input_ids` and `attention_mask` [1, 16], and one output, the last
-hidden state [1, 16, 64]. The graph is what `transformers` exports for BertModel at
-opset 17, only smaller (2 layers, hidden 64, 4 heads of 16, intermediate 256):
+Two int64 inputs, `input_ids` and `attention_mask` [1, S], and one output, the last
+hidden state [1, S, hidden]. The graph is what `transformers` exports for BertModel at
+opset 17; `BertShape` gives the sizes. Two shapes are in the registry:
 
-- embeddings: Gather of the word, position (constant ids 0..15) and token-type
+- `build_model` (bert-synth): 2 layers, hidden 64, 4 heads of 16, intermediate 256,
+  sequence 16, vocabulary 1000 (the module constants below);
+- `build_minilm` (minilm-synth): the all-MiniLM-L6 shape, 6 layers, hidden 384,
+  12 heads of 32, intermediate 1536, sequence 128, vocabulary 30522, 512 positions.
+
+Per model:
+
+- embeddings: Gather of the word, position (constant ids 0..S-1) and token-type
   (constant ids 0) tables, summed, then LayerNormalization;
 - per layer: Q/K/V as MatMul + Add, Reshape/Transpose into heads, scaled
   Q.K^T + mask bias, Softmax, .V, heads merged back, output MatMul + Add, residual
@@ -13,7 +20,7 @@ opset 17, only smaller (2 layers, hidden 64, 4 heads of 16, intermediate 256):
 
 The mask bias is Where(Cast(mask, bool), 0, -10000): any non-zero mask value means
 "attend", so every int64 mask (not only 0/1) is valid. Token ids must be in
-[0, VOCAB_SIZE). Dense weights have variance 1/fan_in (not BERT's 0.02 init) so that
+[0, vocabulary). Dense weights have variance 1/fan_in (not BERT's 0.02 init) so that
 attention is not uniform and outputs depend visibly on the input; LayerNormalization
 keeps every hidden state O(1).
 """
@@ -21,6 +28,7 @@ keeps every hidden state O(1).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -41,6 +49,29 @@ LAYER_NORM_EPSILON = 1e-12
 EMBEDDING_STD = 0.02  # BERT's initializer range; the embedding LayerNorm rescales anyway
 MASK_BIAS = -10000.0
 
+
+
+@dataclass(frozen=True)
+class BertShape:
+    sequence_length: int
+    vocab_size: int
+    max_positions: int
+    hidden: int
+    heads: int
+    intermediate: int
+    layers: int
+    type_vocab_size: int = TYPE_VOCAB_SIZE
+    name: str = "bert_synthetic"  # the ONNX graph name
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden // self.heads
+
+
+BERT_SYNTH = BertShape(SEQUENCE_LENGTH, VOCAB_SIZE, MAX_POSITIONS, HIDDEN, HEADS, INTERMEDIATE, LAYERS)
+MINILM_L6 = BertShape(sequence_length=128, vocab_size=30522, max_positions=512, hidden=384, heads=12,
+                      intermediate=1536, layers=6, name="minilm_synthetic")
+
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "last_hidden_state"
 BATCH = 1
@@ -51,6 +82,10 @@ IR_VERSION = 8
 
 
 class _BertBuilder(GraphBuilder):
+    def __init__(self, rng: np.random.Generator, shape: BertShape):
+        super().__init__(rng)
+        self.shape = shape
+
     def int64(self, name: str, values) -> str:
         return self.constant(name, np.asarray(values), dtype=np.int64)
 
@@ -62,21 +97,22 @@ class _BertBuilder(GraphBuilder):
                        f"{prefix}.add")
 
     def layer_norm(self, x: str, prefix: str) -> str:
-        scale = self.constant(f"{prefix}.weight", self.uniform((0.8, 1.2), HIDDEN))
-        bias = self.constant(f"{prefix}.bias", self.normal(0.05, HIDDEN))
+        scale = self.constant(f"{prefix}.weight", self.uniform((0.8, 1.2), self.shape.hidden))
+        bias = self.constant(f"{prefix}.bias", self.normal(0.05, self.shape.hidden))
         return self.op("LayerNormalization", [x, scale, bias], prefix, axis=-1,
                        epsilon=LAYER_NORM_EPSILON)
 
 
 def _embeddings(graph: _BertBuilder) -> str:
-    shape = (BATCH, SEQUENCE_LENGTH)
+    s = graph.shape
+    shape = (BATCH, s.sequence_length)
     word = graph.constant("embeddings.word_embeddings.weight",
-                          graph.normal(EMBEDDING_STD, (VOCAB_SIZE, HIDDEN)))
+                          graph.normal(EMBEDDING_STD, (s.vocab_size, s.hidden)))
     position = graph.constant("embeddings.position_embeddings.weight",
-                              graph.normal(EMBEDDING_STD, (MAX_POSITIONS, HIDDEN)))
+                              graph.normal(EMBEDDING_STD, (s.max_positions, s.hidden)))
     token_type = graph.constant("embeddings.token_type_embeddings.weight",
-                                graph.normal(EMBEDDING_STD, (TYPE_VOCAB_SIZE, HIDDEN)))
-    position_ids = graph.int64("embeddings.position_ids", np.arange(SEQUENCE_LENGTH).reshape(shape))
+                                graph.normal(EMBEDDING_STD, (s.type_vocab_size, s.hidden)))
+    position_ids = graph.int64("embeddings.position_ids", np.arange(s.sequence_length).reshape(shape))
     token_type_ids = graph.int64("embeddings.token_type_ids", np.zeros(shape))
     x = graph.op("Gather", [word, INPUT_NAMES[0]], "embeddings.word", axis=0)
     x = graph.op("Add", [x, graph.op("Gather", [token_type, token_type_ids], "embeddings.token_type", axis=0)],
@@ -95,11 +131,12 @@ def _mask_bias(graph: _BertBuilder) -> str:
 
 
 def _layer(graph: _BertBuilder, x: str, mask_bias: str, prefix: str) -> str:
-    heads_shape = graph.int64(f"{prefix}.heads_shape", [BATCH, SEQUENCE_LENGTH, HEADS, HEAD_SIZE])
-    merged_shape = graph.int64(f"{prefix}.merged_shape", [BATCH, SEQUENCE_LENGTH, HIDDEN])
+    s = graph.shape
+    heads_shape = graph.int64(f"{prefix}.heads_shape", [BATCH, s.sequence_length, s.heads, s.head_size])
+    merged_shape = graph.int64(f"{prefix}.merged_shape", [BATCH, s.sequence_length, s.hidden])
 
     def heads(name: str, perm: list[int]) -> str:
-        y = graph.linear(x, f"{prefix}.attention.{name}", HIDDEN, HIDDEN)
+        y = graph.linear(x, f"{prefix}.attention.{name}", s.hidden, s.hidden)
         y = graph.op("Reshape", [y, heads_shape], f"{prefix}.attention.{name}.reshape")
         return graph.op("Transpose", [y], f"{prefix}.attention.{name}.transpose", perm=perm)
 
@@ -107,20 +144,20 @@ def _layer(graph: _BertBuilder, x: str, mask_bias: str, prefix: str) -> str:
     k = heads("key", [0, 2, 3, 1])  # [B, H, D, S]
     v = heads("value", [0, 2, 1, 3])  # [B, H, S, D]
     scores = graph.op("MatMul", [q, k], f"{prefix}.attention.scores")
-    scale = graph.constant(f"{prefix}.attention.scale", np.array(math.sqrt(HEAD_SIZE)))
+    scale = graph.constant(f"{prefix}.attention.scale", np.array(math.sqrt(s.head_size)))
     scores = graph.op("Div", [scores, scale], f"{prefix}.attention.scaled")
     scores = graph.op("Add", [scores, mask_bias], f"{prefix}.attention.masked")
     probs = graph.op("Softmax", [scores], f"{prefix}.attention.probs", axis=-1)
     context = graph.op("MatMul", [probs, v], f"{prefix}.attention.context")
     context = graph.op("Transpose", [context], f"{prefix}.attention.context.transpose", perm=[0, 2, 1, 3])
     context = graph.op("Reshape", [context, merged_shape], f"{prefix}.attention.context.reshape")
-    y = graph.linear(context, f"{prefix}.attention.output", HIDDEN, HIDDEN)
+    y = graph.linear(context, f"{prefix}.attention.output", s.hidden, s.hidden)
     x = graph.layer_norm(graph.op("Add", [y, x], f"{prefix}.attention.residual"),
                          f"{prefix}.attention.LayerNorm")
 
-    h = graph.linear(x, f"{prefix}.intermediate", HIDDEN, INTERMEDIATE)
+    h = graph.linear(x, f"{prefix}.intermediate", s.hidden, s.intermediate)
     h = _gelu(graph, h, f"{prefix}.intermediate.gelu")
-    y = graph.linear(h, f"{prefix}.output", INTERMEDIATE, HIDDEN)
+    y = graph.linear(h, f"{prefix}.output", s.intermediate, s.hidden)
     return graph.layer_norm(graph.op("Add", [y, x], f"{prefix}.output.residual"), f"{prefix}.output.LayerNorm")
 
 
@@ -134,25 +171,34 @@ def _gelu(graph: _BertBuilder, x: str, prefix: str) -> str:
 
 
 def build_model(seed: int = 0) -> onnx.ModelProto:
-    """The encoder (opset 17) with weights drawn from numpy's default_rng(seed).
+    """bert-synth (BERT_SYNTH, opset 17) with weights drawn from numpy's default_rng(seed).
 
     The same seed gives byte-identical `SerializeToString()` output (for a given numpy
     version, whose Generator streams are what the models.toml pin records).
     """
-    graph = _BertBuilder(np.random.default_rng(seed))
+    return build_encoder(BERT_SYNTH, seed, producer="wasmforge.generators.bert")
+
+
+def build_minilm(seed: int = 0) -> onnx.ModelProto:
+    """minilm-synth: the all-MiniLM-L6 shape (MINILM_L6), same graph, default_rng(seed)."""
+    return build_encoder(MINILM_L6, seed, producer="wasmforge.generators.bert")
+
+
+def build_encoder(shape: BertShape, seed: int, *, producer: str) -> onnx.ModelProto:
+    graph = _BertBuilder(np.random.default_rng(seed), shape)
     x = _embeddings(graph)
     mask_bias = _mask_bias(graph)
-    for layer in range(LAYERS):
+    for layer in range(shape.layers):
         x = _layer(graph, x, mask_bias, f"encoder.layer.{layer}")
     # The last LayerNorm's output is the graph output: rename it rather than add an Identity.
     graph.nodes[-1].output[0] = OUTPUT_NAME
     return graph.model(
-        graph_name="bert_synthetic",
-        inputs=[int64_tensor(name, (BATCH, SEQUENCE_LENGTH)) for name in INPUT_NAMES],
-        outputs=[float_tensor(OUTPUT_NAME, (BATCH, SEQUENCE_LENGTH, HIDDEN))],
+        graph_name=shape.name,
+        inputs=[int64_tensor(name, (BATCH, shape.sequence_length)) for name in INPUT_NAMES],
+        outputs=[float_tensor(OUTPUT_NAME, (BATCH, shape.sequence_length, shape.hidden))],
         opset=OPSET,
         ir_version=IR_VERSION,
-        producer="wasmforge.generators.bert",
-        doc=f"BERT-style encoder ({LAYERS} layers, hidden {HIDDEN}, {HEADS} heads) with random weights, "
-            f"numpy default_rng(seed={seed}).",
+        producer=producer,
+        doc=f"BERT-style encoder ({shape.layers} layers, hidden {shape.hidden}, {shape.heads} heads) with "
+            f"random weights, numpy default_rng(seed={seed}).",
     )
