@@ -35,6 +35,8 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
+from . import clip_ops, depthwise
+
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
 
@@ -47,6 +49,9 @@ def _layout_cb(call):
     """Per-conv desired layouts (ConvertLayout's callback form)."""
     if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
         return {}
+    grouped = depthwise.layout(call)  # depthwise convs: their own blocked layout
+    if grouped is not None:
+        return grouped
     weight = call.args[1]
     oc, ic = [int(d) for d in weight.ty.shape.values[:2]]
     if call.attrs.groups != 1 or call.attrs.data_layout != "NCHW" or oc % OC_BLOCK:
@@ -84,6 +89,10 @@ _default_conv_legalize = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 def _legalize_conv2d(bb, call):
     a = call.attrs
+    if a.groups != 1 and a.data_layout != "NCHW":
+        blocked = depthwise.legalize(bb, call)
+        if blocked is not None:
+            return blocked
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
     pad = [int(p) for p in a.padding]
@@ -218,6 +227,10 @@ def blocked_layout(mod: tvm.IRModule, notes: list[str] | None = None) -> tvm.IRM
 def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRModule:
     """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
     with target:
+        try:
+            mod = clip_ops.as_relax_ops(mod)  # Clip as R.maximum/R.minimum: layouts flow through
+        except Exception:  # noqa: BLE001 - keep the call_tirs (correct; transforms around them)
+            notes.append("Clip kept as opaque kernels (layout transforms around them)")
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
@@ -262,6 +275,8 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
             scheduled = schedule_conv(func)
+            if scheduled is None:
+                scheduled = depthwise.schedule(func)
             if scheduled is not None:
                 updates[gv] = scheduled
     for gv, func in updates.items():
