@@ -120,6 +120,8 @@ def _schedule(sch: s_tir.Schedule, names: list[str]) -> None:
     else:
         store = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(store, co)
+    # Constant indices into the accumulator tile: LLVM keeps it in registers.
+    sch.unroll(sch.get_loops(store)[-2])
     sch.vectorize(sch.get_loops(store)[-1])
     for loop in (ry, rx, xi):
         sch.unroll(loop)

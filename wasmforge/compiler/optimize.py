@@ -20,6 +20,11 @@ does, with three changes:
    per-channel broadcast of an input pixel becomes a lane shuffle of one
    4-channel vector load (see `_splat_from_vector_load`).
 
+Beside this module: depthwise.py (depthwise convs, blocked and scheduled),
+clip_ops.py (Clip as Relax ops, so layouts flow through ReLU6), ragged.py
+(convs with a prime output width computed a few columns wider) and matvec.py
+(the batch-1 dense layer); each is a small hook below.
+
 The schedule has no parallel loops (the wasm build is single-threaded) and no
 randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
 database directory is given (see tune.py), its records take precedence for the
@@ -35,7 +40,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import clip_ops, depthwise
+from . import clip_ops, depthwise, matvec, ragged
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -96,7 +101,7 @@ def _legalize_conv2d(bb, call):
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
     pad = [int(p) for p in a.padding]
-    return bb.call_te(_conv2d_nchwc, call.args[0], call.args[1],
+    return bb.call_te(ragged.wrap(_conv2d_nchwc, _ow_tile), call.args[0], call.args[1],
                       [int(s) for s in a.strides], pad, [int(d) for d in a.dilation],
                       primfunc_name_hint="conv2d_nchwc")
 
@@ -274,11 +279,11 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            scheduled = schedule_conv(func)
-            if scheduled is None:
-                scheduled = depthwise.schedule(func)
-            if scheduled is not None:
-                updates[gv] = scheduled
+            for schedule in (schedule_conv, depthwise.schedule, matvec.schedule):
+                scheduled = schedule(func)
+                if scheduled is not None:
+                    updates[gv] = scheduled
+                    break
     for gv, func in updates.items():
         mod[gv] = func
     with target:
