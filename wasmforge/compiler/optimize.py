@@ -25,6 +25,11 @@ does, with three changes:
    legalizations join the conv's in `fuse`, their schedules are tried after the
    conv's in `_fast_path`, with the same per-PrimFunc fallback.
 
+Beside this module: depthwise.py (depthwise convs, blocked and scheduled),
+clip_ops.py (Clip as Relax ops, so layouts flow through ReLU6), ragged.py
+(convs with a prime output width computed a few columns wider) and matvec.py
+(the batch-1 dense layer); each is a small hook below.
+
 The schedule has no parallel loops (the wasm build is single-threaded) and no
 randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
 database directory is given (see tune.py), its records take precedence for the
@@ -40,7 +45,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import fastmath, gemm
+from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -54,6 +59,9 @@ def _layout_cb(call):
     """Per-conv desired layouts (ConvertLayout's callback form)."""
     if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
         return {}
+    grouped = depthwise.layout(call)  # depthwise convs: their own blocked layout
+    if grouped is not None:
+        return grouped
     weight = call.args[1]
     oc, ic = [int(d) for d in weight.ty.shape.values[:2]]
     if call.attrs.groups != 1 or call.attrs.data_layout != "NCHW" or oc % OC_BLOCK:
@@ -91,10 +99,14 @@ _default_conv_legalize = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 def _legalize_conv2d(bb, call):
     a = call.attrs
+    if a.groups != 1 and a.data_layout != "NCHW":
+        blocked = depthwise.legalize(bb, call)
+        if blocked is not None:
+            return blocked
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
     pad = [int(p) for p in a.padding]
-    return bb.call_te(_conv2d_nchwc, call.args[0], call.args[1],
+    return bb.call_te(ragged.wrap(_conv2d_nchwc, _ow_tile), call.args[0], call.args[1],
                       [int(s) for s in a.strides], pad, [int(d) for d in a.dilation],
                       primfunc_name_hint="conv2d_nchwc")
 
@@ -225,6 +237,11 @@ def blocked_layout(mod: tvm.IRModule, notes: list[str] | None = None) -> tvm.IRM
 def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRModule:
     """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
     with target:
+        try:
+            mod = clip_ops.as_relax_ops(mod)  # Clip as R.maximum/R.minimum: layouts flow through
+        except Exception:  # noqa: BLE001 - keep the call_tirs (correct; transforms around them)
+            if notes is not None:
+                notes.append("Clip kept as opaque kernels (layout transforms around them)")
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
@@ -262,6 +279,10 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
         return relax.get_default_pipeline(target)(mod)
 
 
+# Tried in order on every unscheduled PrimFunc; the first that recognises it wins.
+SCHEDULES = (schedule_conv, depthwise.schedule, gemm.schedule_gemm, matvec.schedule, fastmath.schedule_softmax)
+
+
 def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
     mod = fuse(mod, target, notes)
     if database_dir is not None:
@@ -269,13 +290,11 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            scheduled = schedule_conv(func)
-            if scheduled is None:
-                scheduled = gemm.schedule_gemm(func)  # matmul / dense: gemm.py
-            if scheduled is None:
-                scheduled = fastmath.schedule_softmax(func)
-            if scheduled is not None:
-                updates[gv] = scheduled
+            for schedule in SCHEDULES:
+                scheduled = schedule(func)
+                if scheduled is not None:
+                    updates[gv] = scheduled
+                    break
     for gv, func in updates.items():
         mod[gv] = func
     with target:
