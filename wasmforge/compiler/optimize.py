@@ -35,6 +35,8 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
+from . import winograd
+
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
 
@@ -86,6 +88,9 @@ def _legalize_conv2d(bb, call):
     a = call.attrs
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
+    fast = winograd.legalize(bb, call)  # 3x3 stride 1: fewer multiply-adds; else direct
+    if fast is not None:
+        return fast
     pad = [int(p) for p in a.padding]
     return bb.call_te(_conv2d_nchwc, call.args[0], call.args[1],
                       [int(s) for s in a.strides], pad, [int(d) for d in a.dilation],
@@ -262,6 +267,8 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
             scheduled = schedule_conv(func)
+            if scheduled is None:
+                scheduled = winograd.schedule(func)
             if scheduled is not None:
                 updates[gv] = scheduled
     for gv, func in updates.items():
