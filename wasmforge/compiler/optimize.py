@@ -84,11 +84,11 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
 _default_conv_legalize = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 
-def _legalize_conv2d(bb, call):
+def _legalize_conv2d(bb, call, use_winograd: bool = True):
     a = call.attrs
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
-    fast = winograd.legalize(bb, call)  # 3x3 stride 1: fewer multiply-adds; else direct
+    fast = winograd.legalize(bb, call) if use_winograd else None  # 3x3 stride 1, else direct
     if fast is not None:
         return fast
     pad = [int(p) for p in a.padding]
@@ -220,13 +220,17 @@ def blocked_layout(mod: tvm.IRModule, notes: list[str] | None = None) -> tvm.IRM
     return _convert_layout(mod, good) if good else mod
 
 
-def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRModule:
+def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None,
+         use_winograd: bool = True) -> tvm.IRModule:
     """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
+    def legalize(bb, call):
+        return _legalize_conv2d(bb, call, use_winograd)
+
     with target:
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
-        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})]
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": legalize})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(passes)(mod)
@@ -260,7 +264,17 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
 
 
 def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
-    mod = fuse(mod, target, notes)
+    try:
+        scheduled = _schedule_all(fuse(mod, target, notes), target, database_dir)
+    except winograd.ScheduleFailed as exc:
+        notes.append(f"Winograd schedule failed ({exc}): every conv uses the direct schedule")
+        scheduled = _schedule_all(fuse(mod, target, None, use_winograd=False), target, database_dir)
+    with target:
+        rest = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+        return tvm.transform.Sequential(rest)(scheduled)
+
+
+def _schedule_all(mod, target, database_dir: Path | None) -> tvm.IRModule:
     if database_dir is not None:
         mod = _apply_database(mod, target, Path(database_dir))
     updates = {}
@@ -273,9 +287,7 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
                 updates[gv] = scheduled
     for gv, func in updates.items():
         mod[gv] = func
-    with target:
-        rest = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
-        return tvm.transform.Sequential(rest)(mod)
+    return mod
 
 
 # --- TIR lowering for the wasm build ------------------------------------------------

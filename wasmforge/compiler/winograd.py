@@ -22,7 +22,8 @@ the schedule unrolls the row loops, so the conditions fold to constants.
 
 `legalize` returns None for anything it does not cover (the caller then emits
 the direct conv); `schedule` returns None for a PrimFunc without the Winograd
-blocks or one its schedule fails on.
+blocks and raises ScheduleFailed if it cannot schedule one (optimize.py then
+lowers the module again with direct convs only).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:
 def _combine(coeffs, terms):
     """sum(c * t) over the non-zero coefficients, with +-1 as plain add/subtract."""
     out = None
-    for c, t in zip(coeffs, terms, strict=True):
+    pairs = sorted(zip(coeffs, terms, strict=True), key=lambda ct: ct[0] < 0)  # stable: + first
+    for c, t in pairs:
         if c == 0:
             continue
         term = t if abs(c) == 1 else t * tirx.const(float(abs(c)), t.dtype)
@@ -186,16 +188,22 @@ def _gemm_tile(tiles_w: int) -> int:
     return 1
 
 
+class ScheduleFailed(Exception):
+    """A Winograd PrimFunc the schedule cannot handle (the caller then lowers its convs directly)."""
+
+
 def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """The schedule for a PrimFunc holding one Winograd conv (+ fused epilogue), else None."""
+    """The schedule for a PrimFunc holding one Winograd conv (+ fused epilogue); None for
+    any other PrimFunc; raises ScheduleFailed if the schedule fails on a Winograd one."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     if GEMM not in names:
         return None
     try:
         _schedule(sch, names)
-    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
-        return None
+    except Exception as exc:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
+        raise ScheduleFailed(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__) \
+            from exc
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
