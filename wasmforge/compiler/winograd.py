@@ -78,8 +78,11 @@ def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def tile_size(out_h: int, out_w: int) -> int:
     """m of F(m x m, 3 x 3) for an output map of out_h x out_w (0: no Winograd).
 
-    Measured as wasm on resnet50-synth (docs/performance-notes.md, 2026-12-01)."""
-    return 2
+    F(4x4) where the map splits into whole 4x4 tiles (ResNet50's 56- and 28-wide
+    stages), else F(2x2): measured as wasm on resnet50-synth (docs/performance-notes.md,
+    2026-12-01), F(4x4) took 0.2-0.8x the time of F(2x2) on 56 and 28 wide maps, about the
+    same on 14 wide maps (4 tiles of 4 cover 16: 31% wasted) and 1.4-1.6x on 7 wide ones."""
+    return 4 if out_h % 4 == 0 and out_w % 4 == 0 else 2
 
 
 def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:
