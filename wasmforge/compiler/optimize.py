@@ -14,6 +14,9 @@ does, with three changes:
 3. Every fused conv PrimFunc gets the same schedule: a register tile of
    `ow_tile` output pixels x B channels, accumulated in a local buffer (LLVM
    keeps it in SIMD registers), epilogue (bias/residual/relu) applied per tile.
+   Blocked 3x3 stride-1 convs become Winograd kernels instead (winograd.py:
+   F(4x4) or F(2x2), weights transformed at build time, own schedule); if that
+   schedule fails anywhere, the module is fused again with direct convs only.
 
 4. `TIR_PIPELINE` ("wasmforge", registered on import; graph_lib passes it
    to `tvm.tirx.build`) is TVM's default TIR lowering plus one rewrite: the
