@@ -14,6 +14,9 @@ does, with three changes:
 3. Every fused conv PrimFunc gets the same schedule: a register tile of
    `ow_tile` output pixels x B channels, accumulated in a local buffer (LLVM
    keeps it in SIMD registers), epilogue (bias/residual/relu) applied per tile.
+   Blocked 3x3 stride-1 convs become Winograd kernels instead (winograd.py:
+   F(4x4) or F(2x2), weights transformed at build time, own schedule); if that
+   schedule fails anywhere, the module is fused again with direct convs only.
 
 4. `TIR_PIPELINE` ("wasmforge", registered on import; graph_lib passes it
    to `tvm.tirx.build`) is TVM's default TIR lowering plus one rewrite: the
@@ -45,7 +48,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged
+from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, winograd
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -97,7 +100,7 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
 _default_conv_legalize = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
 
 
-def _legalize_conv2d(bb, call):
+def _legalize_conv2d(bb, call, use_winograd: bool = True):
     a = call.attrs
     if a.groups != 1 and a.data_layout != "NCHW":
         blocked = depthwise.legalize(bb, call)
@@ -105,6 +108,9 @@ def _legalize_conv2d(bb, call):
             return blocked
     if a.data_layout == "NCHW" or a.groups != 1:
         return _default_conv_legalize(bb, call)
+    fast = winograd.legalize(bb, call) if use_winograd else None  # 3x3 stride 1, else direct
+    if fast is not None:
+        return fast
     pad = [int(p) for p in a.padding]
     return bb.call_te(ragged.wrap(_conv2d_nchwc, _ow_tile), call.args[0], call.args[1],
                       [int(s) for s in a.strides], pad, [int(d) for d in a.dilation],
@@ -234,8 +240,12 @@ def blocked_layout(mod: tvm.IRModule, notes: list[str] | None = None) -> tvm.IRM
     return _convert_layout(mod, good) if good else mod
 
 
-def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRModule:
+def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None,
+         use_winograd: bool = True) -> tvm.IRModule:
     """Blocked layout, legalization and fusion: the PrimFuncs that get scheduled or tuned."""
+    def legalize(bb, call):
+        return _legalize_conv2d(bb, call, use_winograd)
+
     with target:
         try:
             mod = clip_ops.as_relax_ops(mod)  # Clip as R.maximum/R.minimum: layouts flow through
@@ -245,7 +255,7 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRMod
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
-        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d, **gemm.LEGALIZE,
+        passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": legalize, **gemm.LEGALIZE,
                                                 **fastmath.LEGALIZE})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
@@ -280,11 +290,22 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
 
 
 # Tried in order on every unscheduled PrimFunc; the first that recognises it wins.
-SCHEDULES = (schedule_conv, depthwise.schedule, gemm.schedule_gemm, matvec.schedule, fastmath.schedule_softmax)
+SCHEDULES = (schedule_conv, winograd.schedule, depthwise.schedule, gemm.schedule_gemm, matvec.schedule,
+             fastmath.schedule_softmax)
 
 
 def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
-    mod = fuse(mod, target, notes)
+    try:
+        scheduled = _schedule_all(fuse(mod, target, notes), target, database_dir)
+    except winograd.ScheduleFailed as exc:
+        notes.append(f"Winograd schedule failed ({exc}): every conv uses the direct schedule")
+        scheduled = _schedule_all(fuse(mod, target, None, use_winograd=False), target, database_dir)
+    with target:
+        rest = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+        return tvm.transform.Sequential(rest)(scheduled)
+
+
+def _schedule_all(mod, target, database_dir: Path | None) -> tvm.IRModule:
     if database_dir is not None:
         mod = _apply_database(mod, target, Path(database_dir))
     updates = {}
@@ -297,9 +318,7 @@ def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.
                     break
     for gv, func in updates.items():
         mod[gv] = func
-    with target:
-        rest = cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
-        return tvm.transform.Sequential(rest)(mod)
+    return mod
 
 
 # --- TIR lowering for the wasm build ------------------------------------------------
