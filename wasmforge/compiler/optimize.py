@@ -289,9 +289,11 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
         return relax.get_default_pipeline(target)(mod)
 
 
-# Tried in order on every unscheduled PrimFunc; the first that recognises it wins.
-SCHEDULES = (schedule_conv, winograd.schedule, depthwise.schedule, gemm.schedule_gemm, matvec.schedule,
-             fastmath.schedule_softmax)
+def schedules() -> tuple:
+    """Tried in order on every unscheduled PrimFunc; the first that recognises it wins
+    (looked up at each call, so each module's function can be replaced in tests)."""
+    return (schedule_conv, winograd.schedule, depthwise.schedule, gemm.schedule_gemm, matvec.schedule,
+            fastmath.schedule_softmax)
 
 
 def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
@@ -311,7 +313,7 @@ def _schedule_all(mod, target, database_dir: Path | None) -> tvm.IRModule:
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            for schedule in SCHEDULES:
+            for schedule in schedules():
                 scheduled = schedule(func)
                 if scheduled is not None:
                     updates[gv] = scheduled
