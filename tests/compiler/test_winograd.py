@@ -37,7 +37,7 @@ def test_weight_transform_is_g_w_gt_per_channel_pair(m):
     assert u.tobytes() == winograd.transform_weights(w.copy(), m).tobytes()  # deterministic
 
 
-def _conv_model(c: int, k: int, hw: int, residual: bool, seed: int = 0):
+def _conv_model(c: int, k: int, hw: int, residual: bool, seed: int = 0, batch: int = 1):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -50,8 +50,8 @@ def _conv_model(c: int, k: int, hw: int, residual: bool, seed: int = 0):
     nodes.append(helper.make_node("Add", ["c2", "r1"], ["y"]) if residual
                  else helper.make_node("Identity", ["c2"], ["y"]))
     graph = helper.make_graph(
-        nodes, "winograd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, hw, hw])],
+        nodes, "winograd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, k, hw, hw])],
         [numpy_helper.from_array(v.astype(np.float32), n) for n, v in weights.items()])
     return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -63,10 +63,12 @@ def _winograd_funcs(mod) -> dict:
             if isinstance(f, tirx.PrimFunc) and winograd.GEMM in f.script()}
 
 
-@pytest.mark.parametrize(("c", "k", "hw", "residual"), [(16, 8, 8, False), (8, 16, 7, True), (16, 16, 5, True)])
-def test_small_convs_match_onnxruntime(tmp_path, c, k, hw, residual):
-    """Even and odd maps (a partial last tile), bias + relu and residual epilogues."""
-    model = _conv_model(c, k, hw, residual)
+@pytest.mark.parametrize(("c", "k", "hw", "residual", "batch"),
+                         [(16, 8, 8, False, 1), (8, 16, 7, True, 1), (16, 16, 5, True, 1), (8, 8, 12, True, 2)])
+def test_small_convs_match_onnxruntime(tmp_path, c, k, hw, residual, batch):
+    """F(4x4) (8, 12) and F(2x2) (7, 5: a partial last tile), bias + relu and residual
+    epilogues, a batch of 2."""
+    model = _conv_model(c, k, hw, residual, batch=batch)
     warnings: list[str] = []
     mod, _ = lower(model, graph_inputs(model, {}), warnings=warnings)
     assert warnings == []
@@ -97,6 +99,11 @@ def test_a_winograd_schedule_failure_falls_back_to_direct_convs(monkeypatch, tmp
     direct = [f for f in mod.functions.values() if hasattr(f, "body") and optimize.CONV_BLOCK in f.script()]
     assert len(direct) == 2 and all(f.attrs.get("tirx.is_scheduled", False) for f in direct)
     assert_matches_onnxruntime(model, tmp_path / "m.onnx")
+
+
+def test_tile_size_rule():
+    assert winograd.tile_size(56, 56) == 4 and winograd.tile_size(28, 28) == 4
+    assert winograd.tile_size(14, 14) == 2 and winograd.tile_size(7, 7) == 2
 
 
 def test_no_winograd_when_the_rule_says_so(monkeypatch):
