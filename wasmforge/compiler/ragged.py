@@ -2,14 +2,16 @@
 
 optimize.py's conv schedule tiles each output row into runs of `_ow_tile(ow)`
 pixels, a divisor of the width. A prime width gets a tile of 1 (SqueezeNet's
-13x13 stages: 2 accumulators, ~25% of the wasm peak) and 27 or 111 a tile of 3.
+13x13 stages: 2 accumulators, ~25% of the wasm peak).
 `wrap` makes the conv compute `padded_width(ow)` columns instead (the input
 padded on the right with as many more zero columns as that needs) and crops
 the result back to `ow` in a second, injective block ("conv2d_NCHWc_crop"),
 which the conv schedule inlines into its epilogue like any other. The few extra
 columns (13 -> 14: 8%) cost less than the narrow tile does.
 
-Widths that already have a tile of 4 or more are left exactly as they were.
+Widths that already have a tile of 3 or more are left exactly as they were:
+padding 27 -> 28 and 111 -> 112 (tile 3 -> 4) was measured as no gain in
+squeezenet-synth (docs/performance-notes.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from tvm import te
 
 CROP_BLOCK = "conv2d_NCHWc_crop"
-GOOD_TILE = 4  # the smallest register tile that is left alone
+GOOD_TILE = 3  # the smallest register tile that is left alone
 MAX_EXTRA = 1 / 8  # at most this fraction of extra columns
 
 
