@@ -98,6 +98,7 @@ class Report:
     param_bytes: int
     kernel_estimate: int
     problems: list[str] = field(default_factory=list)
+    transformed_bytes: int = 0  # what Winograd weight transforms add to the parameters
 
     @property
     def opset(self) -> int | None:
@@ -109,7 +110,7 @@ class Report:
 
     @property
     def wasm_estimate(self) -> int:
-        return self.param_bytes + RUNTIME_BYTES + KERNEL_BYTES * self.kernel_estimate
+        return self.param_bytes + self.transformed_bytes + RUNTIME_BYTES + KERNEL_BYTES * self.kernel_estimate
 
     @property
     def ok(self) -> bool:
@@ -166,9 +167,9 @@ def analyse(path: Path, input_shapes: tuple[str, ...] = (),
 
     param_count, param_bytes = _parameters(model)
     static = {i.name: i.shape for i in inputs if i.shape is not None}
-    outputs, kernels = _shapes_and_kernels(model, static)
+    outputs, kernels, transformed = _shapes_and_kernels(model, static)
     return Report(label or path.name, opsets, ops, inputs, outputs, param_count, param_bytes, kernels,
-                  problems)
+                  problems, transformed)
 
 
 def _rewritten_by_prepare(model, path: Path, unsupported: list[str], shapes: dict) -> set[str]:
@@ -249,8 +250,9 @@ def _parameters(model) -> tuple[int, int]:
     return count, nbytes
 
 
-def _shapes_and_kernels(model, static: dict[str, list[int]]) -> tuple[list[tuple[str, str, list, list]], int]:
-    """Output shapes after fixing the inputs, and an estimate of the number of kernels."""
+def _shapes_and_kernels(model, static: dict[str, list[int]]) -> tuple[list[tuple[str, str, list, list]], int, int]:
+    """Output shapes after fixing the inputs, an estimate of the number of kernels, and
+    the bytes Winograd weight transforms add."""
     import numpy as np
     import onnx
 
@@ -295,7 +297,32 @@ def _shapes_and_kernels(model, static: dict[str, list[int]]) -> tuple[list[tuple
             signatures.add(("layout", shapes[0]))
             signatures.add(("layout", tuple(_dims(infos[out])) if out in infos else None))
     # Element-wise-only graphs still compile to at least one kernel.
-    return outputs, max(len(signatures), 1)
+    return outputs, max(len(signatures), 1), _winograd_growth(fixed, infos)
+
+
+def _winograd_growth(model, infos: dict) -> int:
+    """Bytes added by convs the compiler lowers as Winograd (compiler/winograd.py): their
+    3x3 float32 weights are embedded transformed, (m+2)^2 instead of 9 per filter."""
+    import onnx
+
+    from .compiler.winograd import tile_size
+
+    weights = {i.name: i for i in model.graph.initializer}
+    extra = 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if (weight is None or weight.data_type != onnx.TensorProto.FLOAT or list(weight.dims[2:]) != [3, 3]
+                or weight.dims[0] % 8 or weight.dims[1] % 8 or attrs.get("group", 1) != 1
+                or list(attrs.get("strides", [1, 1])) != [1, 1] or list(attrs.get("dilations", [1, 1])) != [1, 1]):
+            continue
+        out = _dims(infos[node.output[0]]) if node.output[0] in infos else []
+        if len(out) != 4 or not all(isinstance(d, int) and d > 0 for d in out[2:]):
+            continue
+        m = tile_size(out[2], out[3])
+        if m:
+            extra += weight.dims[0] * weight.dims[1] * 4 * ((m + 2) ** 2 - 9)
+    return extra
 
 
 def _is_grouped(node) -> bool:
@@ -392,8 +419,11 @@ def render(report: Report, console) -> None:
     size.add_column("how")
     size.add_row("parameters", f"{report.param_count:,}", _megabytes(report.param_bytes))
     size.add_row("kernels", f"~{report.kernel_estimate}", "estimated from operator signatures")
+    if report.transformed_bytes:
+        size.add_row("Winograd weights", f"+{_megabytes(report.transformed_bytes)}",
+                     "3x3 convs embed transformed weights: 16 or 36 values per filter instead of 9")
     size.add_row(".wasm", f"~{_megabytes(report.wasm_estimate)}",
-                 f"parameters + {_megabytes(RUNTIME_BYTES)} runtime + {KERNEL_BYTES / 1000:g} KB per kernel")
+                 f"parameters (+ Winograd) + {_megabytes(RUNTIME_BYTES)} runtime + {KERNEL_BYTES / 1000:g} KB per kernel")
     console.print(size)
     if report.ok:
         console.print("[bold green]ok[/]: every operator is supported and every input shape is static")
