@@ -452,3 +452,34 @@ def test_markdown_does_not_depend_on_the_json_key_order():
     text = report.render_markdown(merged)
     assert text == report.render_markdown(json.loads(report.dumps(merged)))  # keys sorted there
     assert text.index("| node |") < text.index("| light |")
+
+
+def _case_with(tmp_path, name, nodes, inputs, arrays, output, output_shape):
+    directory = tmp_path / name
+    (directory / "test_data_set_0").mkdir(parents=True)
+    graph = helper.make_graph(nodes, "g", inputs, [output])
+    (directory / "model.onnx").write_bytes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    for index, array in enumerate(arrays):
+        (directory / "test_data_set_0" / f"input_{index}.pb").write_bytes(
+            numpy_helper.from_array(array).SerializeToString())
+    (directory / "test_data_set_0" / "output_0.pb").write_bytes(
+        numpy_helper.from_array(np.zeros(output_shape, np.float32)).SerializeToString())
+    case = Case("node", name, directory)
+    return onnx.load(str(case.model)), casemod.load_case(case)
+
+
+def test_a_window_size_and_a_pad_value_are_attribute_like_but_data_is_not(tmp_path):
+    model, data = _case_with(
+        tmp_path, "test_hannwindow", [helper.make_node("HannWindow", ["size"], ["y"])],
+        [helper.make_tensor_value_info("size", TensorProto.INT32, [])], [np.array(10, np.int32)],
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [10]), [10])
+    assert casemod.attribute_inputs(model, data) == ["size"]
+    model, data = _case_with(
+        tmp_path, "test_constant_pad", [helper.make_node("Pad", ["x", "pads", "value"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("pads", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("value", TensorProto.FLOAT, [])],
+        [np.array([1.0], np.float32), np.array([1, 1], np.int64), np.array(1.5, np.float32)],
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]), [3])
+    assert casemod.attribute_inputs(model, data) == ["pads", "value"]  # x: a float data input

@@ -344,7 +344,9 @@ def _read_data(case: Case, model, inputs, data: CaseData) -> None:
 # static shapes, their value is fixed by the test data, so the conformance run
 # freezes them (as `invoke build --freeze` would) and says so per case.
 ATTRIBUTE_SLOTS = {"axes", "axis", "shape", "sizes", "scales", "roi", "pads", "repeats", "k", "K", "split",
-                   "starts", "ends", "steps", "depth", "output_shape", "blocksize"}
+                   "starts", "ends", "steps", "depth", "output_shape", "blocksize", "size", "constant_value"}
+# Of those, the ones whose value may be a float (a window's size is an integer).
+FLOAT_SLOTS = {"scales", "roi", "constant_value"}
 FREEZE_MAX_ELEMENTS = 64
 
 
@@ -382,7 +384,7 @@ def attribute_inputs(model, data: CaseData) -> list[str]:
         first = values[0]
         if first.size > FREEZE_MAX_ELEMENTS or first.dtype.kind not in "iuf":
             continue
-        if first.dtype.kind == "f" and not used <= {"scales", "roi"}:
+        if first.dtype.kind == "f" and not used <= FLOAT_SLOTS:
             continue
         if all(v.shape == first.shape and np.array_equal(v, first) for v in values[1:]):
             chosen.append(name)
