@@ -235,7 +235,8 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None) -> tvm.IRMod
         try:
             mod = clip_ops.as_relax_ops(mod)  # Clip as R.maximum/R.minimum: layouts flow through
         except Exception:  # noqa: BLE001 - keep the call_tirs (correct; transforms around them)
-            notes.append("Clip kept as opaque kernels (layout transforms around them)")
+            if notes is not None:
+                notes.append("Clip kept as opaque kernels (layout transforms around them)")
         mod = blocked_layout(mod, notes)
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
