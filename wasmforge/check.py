@@ -281,18 +281,19 @@ def _shapes_and_kernels(model, static: dict[str, list[int]]) -> tuple[list[tuple
     producers = {out: node for node in fixed.graph.node for out in node.output}
     signatures = set()
     for node in fixed.graph.node:
-        if node.op_type in _FUSED_OPS and _follows_blocked_conv(node, producers):
-            # The blocked conv kernel fuses only bias, residual add and ReLU;
-            # anything else after it (e.g. Clip for ReLU6) is a kernel of its own.
+        if node.op_type in _FUSED_OPS and _follows_blocked_conv(node, producers, infos):
+            # The blocked conv kernel fuses only bias, residual add, ReLU and Clip;
+            # anything else after it is a kernel of its own.
             signatures.add((node.op_type, tuple(_dims(infos[node.input[0]])) if node.input[0] in infos else None))
         if node.op_type in _NO_KERNEL_OPS or node.op_type in _FUSED_OPS:
             continue
         shapes = tuple(tuple(_dims(infos[name])) if name in infos else None for name in node.input)
         signatures.add((node.domain, node.op_type, shapes,
                         tuple(onnx.helper.printable_attribute(a) for a in node.attribute)))
-        if node.op_type == "Conv" and _is_grouped(node):
-            # Grouped (e.g. depthwise) convs stay in NCHW while the others are
-            # blocked (NCHW8c): one layout transform in and one out per shape.
+        if node.op_type == "Conv" and _is_grouped(node) and not _blocked_depthwise(node, infos):
+            # Grouped convs other than depthwise ones over a multiple of 8 channels
+            # stay in NCHW while the others are blocked (NCHW8c): one layout
+            # transform in and one out per shape.
             out = node.output[0]
             signatures.add(("layout", shapes[0]))
             signatures.add(("layout", tuple(_dims(infos[out])) if out in infos else None))
@@ -329,14 +330,22 @@ def _is_grouped(node) -> bool:
     return any(a.name == "group" and a.i > 1 for a in node.attribute)
 
 
-def _follows_blocked_conv(node, producers: dict) -> bool:
-    """An element-wise op other than Add/Relu right after a non-grouped Conv (and its BN)."""
-    if node.op_type in ("Add", "Relu") or not node.input:
+def _blocked_depthwise(node, infos: dict) -> bool:
+    """A depthwise conv (groups == channels) that compiler/depthwise.py blocks: channels % 8 == 0."""
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    weight = _dims(infos[node.input[1]]) if len(node.input) > 1 and node.input[1] in infos else []
+    return len(weight) == 4 and weight[0] == group and weight[1] == 1 and group % 8 == 0
+
+
+def _follows_blocked_conv(node, producers: dict, infos: dict) -> bool:
+    """An element-wise op other than Add/Relu/Clip right after a blocked Conv (and its BN)."""
+    if node.op_type in ("Add", "Relu", "Clip") or not node.input:
         return False
     source = producers.get(node.input[0])
     if source is not None and source.op_type == "BatchNormalization":
         source = producers.get(source.input[0])
-    return source is not None and source.op_type == "Conv" and not _is_grouped(source)
+    return source is not None and source.op_type == "Conv" and (
+        not _is_grouped(source) or _blocked_depthwise(source, infos))
 
 
 def registry_input_shapes(name: str) -> dict[str, list[int]]:
