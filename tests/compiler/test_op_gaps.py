@@ -219,3 +219,33 @@ def test_scan_unrolls_over_its_static_length(tmp_path, directions, out_axis):
     _, _, native, inputs = plan_and_native(prepared)
     for got, want in zip(native.run([feeds[i["name"]] for i in inputs]), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("elem, direction, x, y, z", [
+    (TensorProto.INT32, "LEFT", [-8, 4, -1, 3], [32, 33, -1, 2], [0, 0, 0, 12]),
+    (TensorProto.INT32, "RIGHT", [-8, 4, -1, 16], [32, -4, 100, 2], [-1, 0, -1, 4]),
+    (TensorProto.UINT8, "RIGHT", [200, 4, 255, 16], [8, 9, 1, 2], [0, 0, 127, 4]),
+])
+def test_bitshift_out_of_range_is_zero_or_the_sign(tmp_path, elem, direction, x, y, z):
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    model = make([helper.make_node("BitShift", ["x", "y"], ["z"], direction=direction)],
+                 [tensor("x", elem, [4]), tensor("y", elem, [4])], [tensor("z", elem, [4])])
+    feeds = {"x": np.array(x).astype(dtype), "y": np.array(y).astype(dtype)}
+    np.testing.assert_array_equal(ReferenceEvaluator(model).run(None, feeds)[0], np.array(z).astype(dtype))
+    check(model, tmp_path, feeds)
+
+
+@pytest.mark.parametrize("positive, negative", [(1, 0), (0, 1), (0, 0)])
+def test_isinf_detects_only_the_sides_asked_for(tmp_path, positive, negative):
+    model = make([helper.make_node("IsInf", ["x"], ["y"], detect_positive=positive, detect_negative=negative)],
+                 [tensor("x", F, [6])], [tensor("y", TensorProto.BOOL, [6])])
+    feeds = {"x": np.array([-np.inf, np.inf, 0.0, np.nan, -1.5, 3.0], np.float32)}
+    check(model, tmp_path, feeds)
+
+
+def test_inference_dropout_mask_is_true_bools(tmp_path):
+    ratio = numpy_helper.from_array(np.array(0.3, np.float32), "ratio")
+    model = make([helper.make_node("Dropout", ["x", "ratio"], ["y", "mask"], seed=0)],
+                 [tensor("x", F, [3, 4])], [tensor("y", F, [3, 4]), tensor("mask", TensorProto.BOOL, [3, 4])],
+                 [ratio])
+    check(model, tmp_path)

@@ -6,7 +6,13 @@ reference computes:
   constant sizes/scales and a static input shape): full-rank sizes/scales/roi;
 - `Pow` with mixed or integer operand types: a float exponent of the base's type,
   or (integer base) the power in double cast back to the base's type;
-- `ReduceMax`/`ReduceMin` of booleans: reduced as uint8.
+- `ReduceMax`/`ReduceMin` of booleans: reduced as uint8;
+- `BitShift` by a negative amount or by the bit width or more (out of range:
+  0, or -1 for a negative value shifted right, as the reference says; TVM
+  computes what the machine's shift does);
+- `IsInf` with `detect_positive=0` or `detect_negative=0` (TVM ignores both);
+- `Dropout` at inference with its mask used: the mask is all true, a bool
+  tensor (TVM's is float).
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ def _elem(name: str, types) -> int | None:
 
 def needs_rewrite(graph: onnx.GraphProto) -> bool:
     """Cheap test before type inference: a node of a kind this module may rewrite."""
-    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin") and n.domain in ("", "ai.onnx")
-               for n in graph.node)
+    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin", "BitShift", "IsInf", "Dropout")
+               and n.domain in ("", "ai.onnx") for n in graph.node)
 
 
 def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
@@ -55,6 +61,12 @@ def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
             return _pow(node, types)
         if node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
             return _bool_reduce(node)
+        if node.op_type == "BitShift":
+            return _bitshift(node, types)
+        if node.op_type == "IsInf":
+            return _isinf(node, types)
+        if node.op_type == "Dropout":
+            return _dropout(node, consts)
         return None
 
     done = {}
@@ -101,6 +113,70 @@ def _bool_reduce(node: onnx.NodeProto) -> list[onnx.NodeProto]:
     return [helper.make_node("Cast", [node.input[0]], [wide], name=wide, to=TensorProto.UINT8), copy,
             helper.make_node("Cast", [reduced], [node.output[0]], name=f"{prefix}/as_bool",
                              to=TensorProto.BOOL)]
+
+
+def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name))
+
+
+def _bitshift(node: onnx.NodeProto, types) -> list[onnx.NodeProto] | None:
+    elem = _elem(node.input[0], types)
+    if elem not in _INTEGER:
+        return None
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    x, y = node.input[0], node.input[1]
+    p = _base(node)
+    right = _attrs(node).get("direction", b"") in (b"RIGHT", "RIGHT")
+    nodes = [_constant(f"{p}/zero", np.array(0, dtype)),
+             _constant(f"{p}/width", np.array(8 * dtype.itemsize, dtype)),
+             helper.make_node("Less", [y, f"{p}/zero"], [f"{p}/negative"], name=f"{p}/negative"),
+             helper.make_node("GreaterOrEqual", [y, f"{p}/width"], [f"{p}/too_far"], name=f"{p}/too_far"),
+             helper.make_node("Or", [f"{p}/negative", f"{p}/too_far"], [f"{p}/out"], name=f"{p}/out"),
+             helper.make_node("Where", [f"{p}/out", f"{p}/zero", y], [f"{p}/amount"], name=f"{p}/amount"),
+             helper.make_node("BitShift", [x, f"{p}/amount"], [f"{p}/shifted"], name=node.name or f"{p}/shifted",
+                              direction="RIGHT" if right else "LEFT")]
+    fill = f"{p}/zero"
+    if right and np.issubdtype(dtype, np.signedinteger):  # the sign bit fills the word
+        nodes += [_constant(f"{p}/minus_one", np.array(-1, dtype)),
+                  helper.make_node("Less", [x, f"{p}/zero"], [f"{p}/x_negative"], name=f"{p}/x_negative"),
+                  helper.make_node("Where", [f"{p}/x_negative", f"{p}/minus_one", f"{p}/zero"], [f"{p}/fill"],
+                                   name=f"{p}/fill")]
+        fill = f"{p}/fill"
+    nodes.append(helper.make_node("Where", [f"{p}/out", fill, f"{p}/shifted"], list(node.output), name=f"{p}/where"))
+    return nodes
+
+
+def _isinf(node: onnx.NodeProto, types) -> list[onnx.NodeProto] | None:
+    attrs = _attrs(node)
+    positive, negative = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+    elem = _elem(node.input[0], types)
+    if (positive and negative) or elem not in _FLOAT:
+        return None
+    p = _base(node)
+    nodes = [helper.make_node("IsInf", [node.input[0]], [f"{p}/inf"], name=f"{p}/inf"),
+             _constant(f"{p}/zero", np.array(0, helper.tensor_dtype_to_np_dtype(elem)))]
+    if positive or negative:
+        side = "Greater" if positive else "Less"
+        nodes.append(helper.make_node(side, [node.input[0], f"{p}/zero"], [f"{p}/side"], name=f"{p}/side"))
+    else:  # neither: never true
+        nodes.append(helper.make_node("Not", [f"{p}/inf"], [f"{p}/side"], name=f"{p}/side"))
+    nodes.append(helper.make_node("And", [f"{p}/inf", f"{p}/side"], list(node.output), name=node.name or p))
+    return nodes
+
+
+def _dropout(node: onnx.NodeProto, consts) -> list[onnx.NodeProto] | None:
+    """Inference Dropout (no training_mode, or a constant false one) whose mask is used."""
+    if len(node.output) < 2 or not node.output[1]:
+        return None
+    if len(node.input) > 2 and node.input[2]:
+        mode = consts.get(node.input[2])
+        if mode is None or bool(numpy_helper.to_array(mode)):
+            return None
+    p = _base(node)
+    return [helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name or p),
+            helper.make_node("Shape", [node.input[0]], [f"{p}/shape"], name=f"{p}/shape"),
+            helper.make_node("ConstantOfShape", [f"{p}/shape"], [node.output[1]], name=f"{p}/mask",
+                             value=helper.make_tensor(f"{p}/true", TensorProto.BOOL, [1], [True]))]
 
 
 def _resize(node: onnx.NodeProto, graph, types, consts) -> list[onnx.NodeProto] | None:
