@@ -249,3 +249,29 @@ def test_inference_dropout_mask_is_true_bools(tmp_path):
                  [tensor("x", F, [3, 4])], [tensor("y", F, [3, 4]), tensor("mask", TensorProto.BOOL, [3, 4])],
                  [ratio])
     check(model, tmp_path)
+
+
+@pytest.mark.parametrize("elem", [F, TensorProto.DOUBLE])
+def test_float_mod_takes_the_divisors_sign_also_for_infinities(tmp_path, elem):
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    model = make([helper.make_node("Mod", ["x", "y"], ["z"], fmod=0)],
+                 [tensor("x", elem, [8]), tensor("y", elem, [8])], [tensor("z", elem, [8])])
+    feeds = {"x": np.array([-3, 3, -1, 1, 5.5, -5.5, 7, -7], dtype),
+             "y": np.array([np.inf, np.inf, -np.inf, -np.inf, 2, 2, -3, -3], dtype)}
+    np.testing.assert_array_equal(ReferenceEvaluator(model).run(None, feeds)[0],
+                                  np.array([np.inf, 3, -1, -np.inf, 1.5, 0.5, -2, -1], dtype))
+    check(model, tmp_path, feeds)
+
+
+@pytest.mark.parametrize("op, elem", [("ReduceMax", F), ("ReduceMin", F), ("ReduceMax", TensorProto.INT32)])
+def test_reduce_max_min_over_an_empty_axis_is_the_identity(tmp_path, op, elem):
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    model = make([helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)],
+                 [tensor("x", elem, [2, 0, 4])], [tensor("y", elem, [2, 1, 4])], [axes])
+    notes: list[str] = []
+    prepared = prepare(model, tmp_path, {}, {}, notes)
+    (node,) = prepared.graph.node
+    assert node.op_type == "Constant"
+    value = numpy_helper.to_array(node.attribute[0].t)
+    expected = ReferenceEvaluator(model).run(None, {"x": np.zeros((2, 0, 4), helper.tensor_dtype_to_np_dtype(elem))})[0]
+    np.testing.assert_array_equal(value, expected)

@@ -12,7 +12,12 @@ reference computes:
   computes what the machine's shift does);
 - `IsInf` with `detect_positive=0` or `detect_negative=0` (TVM ignores both);
 - `Dropout` at inference with its mask used: the mask is all true, a bool
-  tensor (TVM's is float).
+  tensor (TVM's is float);
+- `Mod` of floats with `fmod=0` (the sign of the divisor, as numpy's mod):
+  computed from the truncated remainder, so infinite divisors give what the
+  reference gives (TVM's floor formula makes them NaN);
+- `ReduceMax`/`ReduceMin` over an empty axis (static shapes): the identity,
+  -inf/+inf or the integer type's extreme.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ def _elem(name: str, types) -> int | None:
 
 def needs_rewrite(graph: onnx.GraphProto) -> bool:
     """Cheap test before type inference: a node of a kind this module may rewrite."""
-    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin", "BitShift", "IsInf", "Dropout")
+    return any(n.op_type in ("Resize", "Pow", "ReduceMax", "ReduceMin", "BitShift", "IsInf", "Dropout",
+                          "Mod")
                and n.domain in ("", "ai.onnx") for n in graph.node)
 
 
@@ -59,14 +65,21 @@ def rewrite(model: onnx.ModelProto, notes: list[str]) -> bool:
             return _resize(node, graph, types, consts)
         if node.op_type == "Pow":
             return _pow(node, types)
-        if node.op_type in ("ReduceMax", "ReduceMin") and _elem(node.input[0], types) == TensorProto.BOOL:
-            return _bool_reduce(node)
+        if node.op_type in ("ReduceMax", "ReduceMin"):
+            empty = _empty_reduce(node, types, consts)
+            if empty is not None:
+                return empty
+            if _elem(node.input[0], types) == TensorProto.BOOL:
+                return _bool_reduce(node)
+            return None
         if node.op_type == "BitShift":
             return _bitshift(node, types)
         if node.op_type == "IsInf":
             return _isinf(node, types)
         if node.op_type == "Dropout":
             return _dropout(node, consts)
+        if node.op_type == "Mod":
+            return _float_mod(node, types)
         return None
 
     done = {}
@@ -177,6 +190,49 @@ def _dropout(node: onnx.NodeProto, consts) -> list[onnx.NodeProto] | None:
             helper.make_node("Shape", [node.input[0]], [f"{p}/shape"], name=f"{p}/shape"),
             helper.make_node("ConstantOfShape", [f"{p}/shape"], [node.output[1]], name=f"{p}/mask",
                              value=helper.make_tensor(f"{p}/true", TensorProto.BOOL, [1], [True]))]
+
+
+def _float_mod(node: onnx.NodeProto, types) -> list[onnx.NodeProto] | None:
+    elem = _elem(node.input[0], types)
+    if _attrs(node).get("fmod", 0) or elem not in _FLOAT:
+        return None
+    x, y = node.input[0], node.input[1]
+    p = _base(node)
+    return [helper.make_node("Mod", [x, y], [f"{p}/rem"], name=node.name or f"{p}/rem", fmod=1),
+            _constant(f"{p}/zero", np.array(0, helper.tensor_dtype_to_np_dtype(elem))),
+            helper.make_node("Equal", [f"{p}/rem", f"{p}/zero"], [f"{p}/exact"], name=f"{p}/exact"),
+            helper.make_node("Less", [f"{p}/rem", f"{p}/zero"], [f"{p}/rem_neg"], name=f"{p}/rem_neg"),
+            helper.make_node("Less", [y, f"{p}/zero"], [f"{p}/y_neg"], name=f"{p}/y_neg"),
+            helper.make_node("Xor", [f"{p}/rem_neg", f"{p}/y_neg"], [f"{p}/signs"], name=f"{p}/signs"),
+            helper.make_node("Not", [f"{p}/exact"], [f"{p}/inexact"], name=f"{p}/inexact"),
+            helper.make_node("And", [f"{p}/signs", f"{p}/inexact"], [f"{p}/shift"], name=f"{p}/shift"),
+            helper.make_node("Add", [f"{p}/rem", y], [f"{p}/shifted"], name=f"{p}/shifted"),
+            helper.make_node("Where", [f"{p}/shift", f"{p}/shifted", f"{p}/rem"], list(node.output),
+                             name=f"{p}/where")]
+
+
+def _empty_reduce(node: onnx.NodeProto, types, consts) -> list[onnx.NodeProto] | None:
+    shape, out_shape = (onnx_fold.static_shape(types.get(n)) for n in (node.input[0], node.output[0]))
+    elem = _elem(node.input[0], types)
+    if shape is None or out_shape is None or elem is None or 0 not in shape:
+        return None
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in consts:
+            return None
+        axes = [int(a) for a in numpy_helper.to_array(consts[node.input[1]]).reshape(-1)]
+    else:
+        axes = list(_attrs(node).get("axes", range(len(shape))))
+    if not axes or any(shape[a % len(shape)] != 0 for a in axes):
+        return None
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+    largest = node.op_type == "ReduceMin"  # the identity of min is the largest value
+    if dtype.kind == "f":
+        fill = np.inf if largest else -np.inf
+    elif dtype.kind in "iu":
+        fill = np.iinfo(dtype).max if largest else np.iinfo(dtype).min
+    else:
+        return None
+    return [_constant(node.output[0], np.full(out_shape, fill, dtype))]
 
 
 def _resize(node: onnx.NodeProto, graph, types, consts) -> list[onnx.NodeProto] | None:
