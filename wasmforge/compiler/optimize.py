@@ -31,7 +31,8 @@ does, with three changes:
 Beside this module: depthwise.py (depthwise convs, blocked and scheduled),
 clip_ops.py (Clip as Relax ops, so layouts flow through ReLU6), ragged.py
 (convs with a prime output width computed a few columns wider) and matvec.py
-(the batch-1 dense layer); each is a small hook below.
+(the batch-1 dense layer) and topk.py (TopK as TE compute instead of a runtime
+call); each is a small hook below.
 
 The schedule has no parallel loops (the wasm build is single-threaded) and no
 randomness, so the kernels are byte-for-byte reproducible. When a MetaSchedule
@@ -48,7 +49,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, winograd
+from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, topk, winograd
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -275,6 +276,11 @@ def optimize(mod: tvm.IRModule, target, database_dir: Path | None = None,
     """
     target = tvm.target.Target(target)
     notes: list[str] = []
+    try:  # before either pipeline: TVM's own TopK is a runtime library call
+        mod = topk.as_te(mod)
+    except Exception as exc:  # noqa: BLE001 - keep relax.topk (its build then names the import)
+        lines = str(exc).strip().splitlines()
+        notes.append(f"TopK kept as TVM's runtime call ({lines[-1] if lines else type(exc).__name__})")
     try:
         lowered = _fast_path(mod, target, database_dir, notes)
         if warnings is not None:
