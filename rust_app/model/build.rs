@@ -122,7 +122,7 @@ fn build() -> Result<(), String> {
         write(&out.join("params.bin"), b"")?;
         println!("cargo:rustc-cfg=wasmforge_external_params");
     } else {
-        copy(&params_path, &out.join("params.bin"))?;
+        link_or_copy(&params_path, &out.join("params.bin"))?;
     }
     write(&out.join("kernels.rs"), kernels_rs(&plan.kernel_names()).as_bytes())?;
     let preprocessing = env::var(PREPROCESSING_ENV).ok().filter(|t| !t.trim().is_empty());
@@ -212,6 +212,13 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
         return Ok(());
     }
     fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The weights can be hundreds of MB and the builder's scratch is a tmpfs counted
+/// against its memory limit: a hard link costs nothing, a copy their size again.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
+    let _ = fs::remove_file(to);
+    fs::hard_link(from, to).or_else(|_| copy(from, to))
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), String> {
