@@ -21,8 +21,9 @@ recognise, and the caller keeps TVM's default schedule for that PrimFunc.
 
 from __future__ import annotations
 
-import tvm
 from tvm import s_tir, te, tirx, topi
+
+from .tiling import first_divisor, root_block_names, schedule_if
 
 BLOCK = 8  # channels per layout block (optimize.OC_BLOCK)
 LANES = 4  # f32 lanes per v128
@@ -79,23 +80,16 @@ def legalize(bb, call):
 def tile(ow: int) -> int:
     """Output pixels per register tile: one f32x4 accumulator each (x86-64 has 16 xmm
     registers; the rest hold the shared input pixels and the weights)."""
-    for t in (8, 7, 4, 6, 5, 3, 2):
-        if ow % t == 0:
-            return t
-    return 1
+    return first_divisor(ow, (8, 7, 4, 6, 5, 3, 2))
 
 
 def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The register-tiled schedule for a PrimFunc with one blocked depthwise conv, else None."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    if DW_BLOCK not in names:
-        return None
-    try:
-        _schedule(sch, names)
-    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
-        return None  # an unexpected fused producer or epilogue: keep the correct, slow default
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    def recognise(sch):
+        names = root_block_names(sch)
+        return names if DW_BLOCK in names else None
+
+    return schedule_if(func, recognise, _schedule)
 
 
 def _schedule(sch: s_tir.Schedule, names: list[str]) -> None:

@@ -29,6 +29,8 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
+from .tiling import root_block_names, schedule_if
+
 NR = 8  # output columns per packed panel: two f32x4 registers
 K_UNROLL = 4  # one v128 of A per row per step (the splat rewrite's group)
 PACKED_BLOCK = "matmul_packed"
@@ -91,17 +93,12 @@ def _tile(m: int, n: int) -> tuple[int, int]:
 
 def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The register-tiled schedule for a PrimFunc with one matmul block, else None."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [sch.get(b).name_hint for b in blocks]
-    found = [name for name in MATMUL_BLOCKS if name in names]
-    if len(found) != 1 or names.count(found[0]) != 1:
-        return None
-    try:
-        _schedule(sch, names.index(found[0]))
-    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
-        return None  # an odd shape or epilogue: keep the correct, slow default
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    def recognise(sch):
+        names = root_block_names(sch)
+        found = [name for name in MATMUL_BLOCKS if name in names]
+        return names.index(found[0]) if len(found) == 1 and names.count(found[0]) == 1 else None
+
+    return schedule_if(func, recognise, _schedule)
 
 
 def _schedule(sch: s_tir.Schedule, index: int) -> None:

@@ -16,8 +16,9 @@ keeps TVM's default schedule.
 
 from __future__ import annotations
 
-import tvm
 from tvm import s_tir, tirx
+
+from .tiling import first_divisor, schedule_if
 
 MATMUL_BLOCK = "matmul"
 LANES = 4  # f32 lanes per v128
@@ -25,23 +26,16 @@ LANES = 4  # f32 lanes per v128
 
 def tile(n: int) -> int | None:
     """Outputs per register tile (x86-64 has 16 xmm registers: at most 10 accumulators)."""
-    for t in (32, 40, 24, 16, 8, 4):
-        if n % t == 0:
-            return t
-    return None
+    return first_divisor(n, (32, 40, 24, 16, 8, 4), None)
 
 
 def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The row-streaming schedule for a PrimFunc whose first block is a 1-row matmul, else None."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    if not blocks or sch.get(blocks[0]).name_hint != MATMUL_BLOCK:
-        return None
-    try:
-        _schedule(sch, blocks)
-    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, ValueError, ...
-        return None
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    def recognise(sch):
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        return blocks if blocks and sch.get(blocks[0]).name_hint == MATMUL_BLOCK else None
+
+    return schedule_if(func, recognise, _schedule)
 
 
 def _schedule(sch: s_tir.Schedule, blocks: list) -> None:

@@ -50,6 +50,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
 from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, topk, winograd
+from .tiling import first_divisor, root_block_names, schedule_if
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -124,23 +125,16 @@ def _ow_tile(ow: int) -> int:
     # pixels: 14% slower as wasm); the 14- and 7-wide late stages take 7 (14
     # accumulators, a few spills) rather than a 2-wide tile that would waste
     # most of the weight loads.
-    for t in (4, 6, 7, 8, 5, 3, 2):
-        if ow % t == 0:
-            return t
-    return 1
+    return first_divisor(ow, (4, 6, 7, 8, 5, 3, 2))
 
 
 def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The register-tiled schedule for a PrimFunc with one conv2d_NCHWc block, else None."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    if CONV_BLOCK not in names:
-        return None
-    try:
-        _schedule(sch, names.index(CONV_BLOCK))
-    except Exception:  # noqa: BLE001 - s_tir.ScheduleError, tvm.error.InternalError, ...
-        return None  # e.g. an unexpected fused epilogue: keep the correct, slow default
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    def recognise(sch):
+        names = root_block_names(sch)
+        return names.index(CONV_BLOCK) if CONV_BLOCK in names else None
+
+    return schedule_if(func, recognise, _schedule)
 
 
 def _schedule(sch: s_tir.Schedule, index: int) -> None:

@@ -34,6 +34,8 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx, topi
 
+from .tiling import first_divisor
+
 BLOCK = 8  # channels per block (input and output): NCHW8c, OIHW8i8o
 INPUT_TRANSFORM = "winograd_input"
 GEMM = "winograd_gemm"
@@ -185,10 +187,7 @@ def legalize(bb: relax.BlockBuilder, call) -> relax.Expr | None:
 
 def _gemm_tile(tiles_w: int) -> int:
     # Tiles per register tile: as the direct conv's pixels per tile (4, else 7, ...).
-    for t in (4, 7, 6, 8, 5, 3, 2):
-        if tiles_w % t == 0:
-            return t
-    return 1
+    return first_divisor(tiles_w, (4, 7, 6, 8, 5, 3, 2))
 
 
 class ScheduleFailed(Exception):
