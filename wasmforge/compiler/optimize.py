@@ -137,7 +137,12 @@ def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     return schedule_if(func, recognise, _schedule)
 
 
-def _schedule(sch: s_tir.Schedule, index: int) -> None:
+def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks: int = 1,
+              unroll: int | None = None) -> None:
+    """The register-tiled schedule. A tile is `pixels` output pixels (default `_ow_tile`) x
+    `blocks` output-channel blocks x OC_BLOCK channels; `unroll` input channels (default:
+    the whole input block) per unrolled step. The defaults are the hand schedule;
+    conv_variants.py measures the others per workload for `invoke tune`."""
     conv = sch.get_sblock(CONV_BLOCK)
     epilogue = sch.get_child_blocks(sch.get_sblock("root"))[index + 1:]
     # Bias add / residual add / relu: fold the chain into its last block, which
@@ -145,10 +150,18 @@ def _schedule(sch: s_tir.Schedule, index: int) -> None:
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     n, o, y, x, c, rco, ry, rx, rci = sch.get_loops(conv)
-    xo, xi = sch.split(x, [None, _ow_tile(int(sch.get(x).extent))])
+    xo, xi = sch.split(x, [None, pixels or _ow_tile(int(sch.get(x).extent))])
+    steps = [rci]
+    if unroll and unroll != int(sch.get(rci).extent):
+        steps = sch.split(rci, [None, unroll])
+    rci = steps[-1]
     # Output-channel block outermost: its weights stay in cache while the
     # input streams past. Innermost: a tile of pixels x 8 channels.
-    sch.reorder(n, o, y, xo, rco, ry, rx, rci, xi, c)
+    if blocks > 1:
+        o, oi = sch.split(o, [None, blocks])
+        sch.reorder(n, o, y, xo, rco, ry, rx, *steps, oi, xi, c)
+    else:
+        sch.reorder(n, o, y, xo, rco, ry, rx, *steps, xi, c)
     if epilogue:
         # The accumulator tile becomes a small local array; unrolled with
         # constant indices, LLVM promotes it to vector registers.
@@ -159,6 +172,8 @@ def _schedule(sch: s_tir.Schedule, index: int) -> None:
     sch.reverse_compute_at(store, xo)
     sch.vectorize(sch.get_loops(store)[-1])
     sch.unroll(xi)
+    if blocks > 1:
+        sch.unroll(oi)
     # 8 input channels per step: no loop overhead between broadcasts. Unrolling
     # rx as well made the wasm 30% slower (wasmtime spills on the big body).
     sch.unroll(rci)

@@ -1,0 +1,85 @@
+"""The direct conv's schedule variants: valid choices only, the hand rule first, and
+every variant computes the same convolution (run natively against numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wasmforge.compiler import conv_variants, optimize
+
+
+def conv_relu(ic: int, oc: int, h: int, w: int):
+    """A blocked 1x1 conv + bias + relu PrimFunc, as optimize.fuse() makes them."""
+    from tvm import te
+
+    data = te.placeholder((1, ic // 8, h, w, 8), name="data")
+    weight = te.placeholder((oc // 8, ic // 8, 1, 1, 8, 8), name="weight")
+    bias = te.placeholder((1, oc // 8, 1, 1, 8), name="bias")
+    conv = optimize._conv2d_nchwc(data, weight, (1, 1), (0, 0, 0, 0), (1, 1))
+    add = te.compute(conv.shape, lambda n, o, y, x, c: conv[n, o, y, x, c] + bias[n, o, 0, 0, c], name="add")
+    relu = te.compute(conv.shape, lambda *i: te.max(add(*i), 0.0), name="relu")
+    return te.create_prim_func([data, weight, bias, relu])
+
+
+def expected(data, weight, bias):
+    # out[o, y, x, c] = sum over (i, r) of data[i, y, x, r] * weight[o, i, 0, 0, r, c]
+    out = np.einsum("niyxr,oir c->noyxc".replace(" ", ""), data, weight[:, :, 0, 0]) + bias
+    return np.maximum(out, 0.0)
+
+
+def test_choices_divide_their_loops_fit_the_registers_and_start_with_the_rule():
+    found = conv_variants.choices(56, 32, 8)
+    assert found[0] == (optimize._ow_tile(56), 1, 8)
+    assert len(found) == len(set(found)) > 10
+    for pixels, blocks, unroll in found:
+        assert 56 % pixels == 0 and 32 % blocks == 0 and 8 % unroll == 0
+        assert pixels * blocks * 2 <= conv_variants.MAX_ACCUMULATORS
+
+
+def test_a_prime_width_and_an_odd_channel_count_keep_what_divides():
+    found = conv_variants.choices(7, 3, 8)
+    assert found[0] == (7, 1, 8)
+    assert all(pixels == 7 and blocks == 1 for pixels, blocks, _ in found)
+    assert conv_variants.choices(13, 1, 3) == [(optimize._ow_tile(13), 1, 3)]
+
+
+def test_not_a_conv_gives_no_variants():
+    from tvm import te
+
+    a = te.placeholder((4, 4), name="a")
+    func = te.create_prim_func([a, te.compute((4, 4), lambda i, j: a[i, j] * 2.0, name="b")])
+    assert conv_variants.variants(func) == []
+
+
+def test_every_variant_computes_the_convolution():
+    import tvm
+
+    func = conv_relu(16, 32, 4, 8)
+    found = conv_variants.variants(func)
+    labels = [label for label, _ in found]
+    assert labels[0] == "pixels=4 blocks=1 unroll=8"
+    assert {"pixels=2 blocks=2 unroll=4", "pixels=8 blocks=1 unroll=2"} <= set(labels)
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((1, 2, 4, 8, 8)).astype(np.float32)
+    weight = rng.standard_normal((4, 2, 1, 1, 8, 8)).astype(np.float32)
+    bias = rng.standard_normal((1, 4, 1, 1, 8)).astype(np.float32)
+    want = expected(data, weight, bias)
+    for label, sch in found:
+        kernel = tvm.tirx.build(sch.mod, tvm.target.Target("llvm"))
+        out = tvm.runtime.tensor(np.zeros(want.shape, np.float32))
+        kernel(*(tvm.runtime.tensor(a) for a in (data, weight, bias)), out)
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-4, err_msg=label)
+
+
+@pytest.mark.parametrize("index", [1, 5])
+def test_a_variant_replays_from_its_trace(index):
+    """The build applies a tuning record by replaying its trace on the unscheduled PrimFunc."""
+    import tvm
+    from tvm import s_tir
+
+    func = conv_relu(16, 32, 4, 8)
+    label, sch = conv_variants.variants(func)[index]
+    replayed = s_tir.Schedule(tvm.IRModule({"main": func}))
+    sch.trace.apply_to_schedule(replayed, remove_postproc=False)
+    tvm.ir.assert_structural_equal(replayed.mod, sch.mod)
