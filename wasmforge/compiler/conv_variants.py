@@ -1,8 +1,9 @@
-"""The direct conv's hand schedule in its variants: `invoke tune --space hand`.
+"""The conv kernels' hand schedules in their variants: `invoke tune --space hand`.
 
-optimize._schedule has three choices the hand rule fixes: pixels per register
-tile (`_ow_tile`), output-channel blocks per tile (1) and input channels per
-unrolled step (the whole block of 8). Which combination is fastest as wasm
+optimize._schedule (direct convs) and winograd._schedule (its GEMM) have three
+choices their hand rules fix: pixels (or Winograd tiles) per register tile
+(`_ow_tile`, `_gemm_tile`), output-channel blocks per tile (1) and input
+channels per unrolled step (the whole block of 8). Which combination is fastest as wasm
 depends on the shape in ways no rule captured: LLVM hoists the step's loads,
 Cranelift emits each accumulator's chain of multiply-adds in turn, and spills
 follow from the mix (measured per shape: anything from 0.4x to 1.6x the rule).
@@ -25,27 +26,41 @@ MAX_ACCUMULATORS = 16  # x86-64 has 16 xmm registers; a tile of 2 f32x4 per pixe
 VECTORS_PER_BLOCK = 2  # OC_BLOCK channels = two f32x4
 
 
-def _conv_extents(func) -> tuple[int, int, int] | None:
-    """(output width, output-channel blocks, input-channel block) of the PrimFunc's conv."""
+def _found(func):
+    """(schedule, apply, (width, output-channel blocks, input-channel block), rule tile) for
+    a PrimFunc holding a direct or a Winograd conv, else None. `apply(sch, tile, blocks,
+    unroll)` schedules it."""
     import tvm
     from tvm import s_tir
 
-    from .optimize import CONV_BLOCK
+    from . import optimize, winograd
     from .tiling import root_block_names
 
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    if CONV_BLOCK not in root_block_names(sch):
+    names = root_block_names(sch)
+    if optimize.CONV_BLOCK in names:
+        _, o, _, x, _, _, _, _, rci = sch.get_loops(sch.get_sblock(optimize.CONV_BLOCK))
+        index = names.index(optimize.CONV_BLOCK)
+
+        def apply(s, *choice):
+            optimize._schedule(s, index, *choice)
+        rule = optimize._ow_tile
+    elif winograd.GEMM in names:
+        _, _, _, o, _, x, _, _, rci = sch.get_loops(sch.get_sblock(winograd.GEMM))
+
+        def apply(s, *choice):
+            winograd._schedule(s, names, *choice)
+        rule = winograd._gemm_tile
+    else:
         return None
-    _, o, _, x, _, _, _, _, rci = sch.get_loops(sch.get_sblock(CONV_BLOCK))
-    return int(sch.get(x).extent), int(sch.get(o).extent), int(sch.get(rci).extent)
+    width = int(sch.get(x).extent)
+    return apply, (width, int(sch.get(o).extent), int(sch.get(rci).extent)), rule(width)
 
 
-def choices(width: int, oc_blocks: int, ic_block: int) -> list[tuple[int, int, int]]:
-    """Every (pixels, blocks, unroll) that divides its loop and fits the registers;
-    the hand rule's own choice is among them."""
-    from .optimize import _ow_tile
-
-    rule = (_ow_tile(width), 1, ic_block)
+def choices(width: int, oc_blocks: int, ic_block: int, rule_tile: int) -> list[tuple[int, int, int]]:
+    """Every (tile, blocks, unroll) that divides its loop and fits the registers, the hand
+    rule's own choice (`rule_tile`, 1, `ic_block`) first."""
+    rule = (rule_tile, 1, ic_block)
     found = [rule]
     for pixels, blocks, unroll in product(PIXELS, BLOCKS, UNROLL):
         if (width % pixels or oc_blocks % blocks or unroll > ic_block or ic_block % unroll
@@ -57,23 +72,22 @@ def choices(width: int, oc_blocks: int, ic_block: int) -> list[tuple[int, int, i
 
 
 def variants(func):
-    """[(label, traced s_tir.Schedule)] for a PrimFunc with one direct conv, the hand
-    rule's first; [] for any other PrimFunc or a variant the schedule refuses."""
+    """[(label, traced s_tir.Schedule)] for a PrimFunc with one direct or Winograd conv,
+    the hand rule's first; [] for any other PrimFunc. Variants the schedule refuses are
+    left out."""
     import tvm
     from tvm import s_tir
 
-    from . import optimize
-    from .tiling import root_block_names
-
-    extents = _conv_extents(func)
-    if extents is None:
+    found = _found(func)
+    if found is None:
         return []
-    found = []
-    for pixels, blocks, unroll in choices(*extents):
+    apply, extents, rule = found
+    scheduled = []
+    for tile, blocks, unroll in choices(*extents, rule):
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         try:
-            optimize._schedule(sch, root_block_names(sch).index(optimize.CONV_BLOCK), pixels, blocks, unroll)
+            apply(sch, tile, blocks, unroll)
         except Exception:  # noqa: BLE001 - s_tir.ScheduleError on an epilogue the variant cannot take
             continue
-        found.append((f"pixels={pixels} blocks={blocks} unroll={unroll}", sch))
-    return found
+        scheduled.append((f"tile={tile} blocks={blocks} unroll={unroll}", sch))
+    return scheduled

@@ -209,11 +209,15 @@ def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def _schedule(sch: s_tir.Schedule, names: list[str]) -> None:
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    epilogue = blocks[names.index(OUTPUT_TRANSFORM) + 1:]
+def _schedule(sch: s_tir.Schedule, names: list[str], tile: int | None = None, blocks: int = 1,
+              unroll: int | None = None) -> None:
+    """The Winograd schedule; the GEMM's register tile is `tile` Winograd tiles (default
+    `_gemm_tile`) x `blocks` output-channel blocks, `unroll` input channels per unrolled
+    step (default: the block of 8). conv_variants.py measures the non-defaults."""
+    root_blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    epilogue = root_blocks[names.index(OUTPUT_TRANSFORM) + 1:]
     _schedule_input(sch)
-    _schedule_gemm(sch)
+    _schedule_gemm(sch, tile, blocks, unroll)
     _schedule_output(sch, epilogue)
 
 
@@ -233,15 +237,24 @@ def _schedule_input(sch: s_tir.Schedule) -> None:
     sch.vectorize(ci)
 
 
-def _schedule_gemm(sch: s_tir.Schedule) -> None:
+def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: int | None) -> None:
     gemm = sch.get_sblock(GEMM)
     i, j, b, k, y, x, kb, rc, rci = sch.get_loops(gemm)
-    xo, xi = sch.split(x, [None, _gemm_tile(int(sch.get(x).extent))])
-    sch.reorder(i, j, b, k, y, xo, rc, rci, xi, kb)
+    xo, xi = sch.split(x, [None, tile or _gemm_tile(int(sch.get(x).extent))])
+    steps = [rci]
+    if unroll and unroll != int(sch.get(rci).extent):
+        steps = sch.split(rci, [None, unroll])
+    rci = steps[-1]
+    inner = [xi, kb]
+    if blocks > 1:
+        k, ki = sch.split(k, [None, blocks])
+        inner = [ki, xi, kb]
+    sch.reorder(i, j, b, k, y, xo, rc, *steps, *inner)
     store = sch.cache_write(gemm, 0, "local")
     sch.reverse_compute_at(store, xo)
     sch.vectorize(sch.get_loops(store)[-1])
-    sch.unroll(xi)
+    for loop in inner[:-1]:
+        sch.unroll(loop)
     sch.unroll(rci)
     sch.vectorize(kb)
     init = sch.decompose_reduction(gemm, rc)
