@@ -100,6 +100,8 @@ BAD_ARGUMENTS = [
     (("tune", "--model", "lenet-digits", "--max-tasks", "-1"), "--max-tasks must be an integer >= 0"),
     (("tune", "--model", "lenet-digit"), "did you mean lenet-digits?"),
     (("tune", "--onnx", "/nonexistent/m.onnx"), "--onnx: no such file"),
+    (("tune", "--model", "lenet-digits", "--measure", "proxy"), "--measure must be wasm or native, got 'proxy'"),
+    (("tune", "--model", "lenet-digits", "--min-gain", "abc"), "--min-gain must be a number >= 0, got 'abc'"),
     (("corpus", "--only", "no-such-model"), "no corpus model named 'no-such-model'"),
     (("conformance", "--suite", "nodes"), "unknown suite 'nodes'"),
     (("conformance", "--jobs", "0"), "--jobs must be an integer >= 1"),

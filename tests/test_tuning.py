@@ -41,3 +41,8 @@ def test_digest_covers_the_database_files_only(tmp_path):
 def test_bad_trials_are_refused():
     with pytest.raises(UserError, match="--trials"):
         tuning.tune("lenet-digits", None, None, trials=0, max_tasks=0)
+
+
+def test_unknown_measure_is_refused():
+    with pytest.raises(UserError, match="--measure must be wasm or native"):
+        tuning.tune("lenet-digits", None, None, trials=1, max_tasks=0, measure="proxy")

@@ -358,9 +358,15 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
 @task(help={"model": "a model from models.toml", "onnx": "or your own ONNX file",
             "name": "name of the artifact the database is for (default: model name or file stem)",
             "trials": "records wanted per conv task (default 64)",
-            "max_tasks": "tune at most this many tasks now (default 0: all)"})
+            "max_tasks": "tune at most this many tasks now (default 0: all)",
+            "only": "tune just this task (repeatable; names as the tuner lists them)",
+            "measure": "wasm (default: each candidate timed as wasm under wasmtime) or native (SSE proxy)",
+            "min_gain": "keep a task's record only if it takes this fraction less time than the hand "
+                        "schedule (default 0.05)"},
+      iterable=["only"])
 @user_errors
-def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None):
+def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None, only=None, measure="wasm",
+         min_gain=None):
     """MetaSchedule-tune the conv kernels into tuning/<name>/wasm32-simd128/ (resumable).
 
     `invoke build` applies the database when it exists and records its sha256."""
@@ -373,7 +379,9 @@ def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None):
         get_model(model)
     from .tuning import tune as tune_model
 
-    tune_model(model, onnx, name, trials=trials, max_tasks=max_tasks)
+    min_gain = _number(0.05 if min_gain is None else min_gain, "min-gain", float, 0)
+    tune_model(model, onnx, name, trials=trials, max_tasks=max_tasks, only=tuple(only or ()),
+               measure=measure, min_gain=min_gain)
 
 
 @task(help={"only": "just this corpus model (repeatable)", "list": "list the corpus, fetch nothing",

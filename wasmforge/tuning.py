@@ -49,6 +49,7 @@ def database_digest(directory: Path) -> str:
 
 
 def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, max_tasks: int,
+         only: tuple[str, ...] = (), measure: str = "wasm", min_gain: float = 0.05,
          root: Path = TUNING, console: Console | None = None) -> Path:
     """Run the compiler's tuner in the builder image; resumable: run again to continue."""
     from .source import resolve_source, vet
@@ -56,16 +57,22 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
     console = console or make_console()
     if trials < 1 or max_tasks < 0:
         raise UserError("--trials must be >= 1 and --max-tasks >= 0")
+    if measure not in ("wasm", "native"):
+        raise UserError(f"--measure must be wasm or native, got {measure!r}")
     source = vet(resolve_source(model, onnx, name))
     client = images.docker_client()
     builder = images.ensure_builder(client, console)
     out = database_dir(source.name, root)
     out.mkdir(parents=True, exist_ok=True)
     command = ["python3", "-m", "wasmforge.compiler", "tune", "--onnx", "/in/model.onnx", "--out", "/out",
-               "--trials", str(trials), "--max-tasks", str(max_tasks)]
+               "--trials", str(trials), "--max-tasks", str(max_tasks), "--measure", measure,
+               "--min-gain", str(min_gain)] + (["--only", ",".join(only)] if only else [])
     mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(source.onnx), "/in/model.onnx"),
               Mount(str(out), "/out", read_only=False)]
     run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"},
              models=TUNE_WALL_MODELS)
-    console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
+    if find_database(source.name, root) is None:
+        console.print(f"no tuned kernel beat the hand schedules: no database (see {out / 'report.json'})")
+    else:
+        console.print(f"[bold green]tuning database[/] {out} (sha256 {database_digest(out)[:16]}...)")
     return out

@@ -1,0 +1,71 @@
+"""tune.py: MetaSchedule searching with the wasm builder/runner, hand vs tuned as wasm,
+and a database holding only the tasks where tuning wins."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from wasmforge.compiler import tune
+
+from .test_wasm_measure import conv_func
+
+
+def test_winners_keep_only_tasks_that_beat_the_hand_schedule():
+    rows = [{"task": "faster", "hand_ms": 1.0, "tuned_ms": 0.9},
+            {"task": "just-faster", "hand_ms": 1.0, "tuned_ms": 0.95},
+            {"task": "within-noise", "hand_ms": 1.0, "tuned_ms": 0.96},
+            {"task": "slower", "hand_ms": 1.0, "tuned_ms": 1.5},
+            {"task": "failed", "hand_ms": 1.0, "tuned_ms": None},
+            {"task": "no-hand-schedule", "hand_ms": None, "tuned_ms": 2.0}]
+    assert tune.winners(rows, 0.05) == ["faster", "just-faster", "no-hand-schedule"]
+    assert tune.winners(rows, 0.0) == ["faster", "just-faster", "within-noise", "no-hand-schedule"]
+    assert tune.winners(rows, -1.0) == ["faster", "just-faster", "within-noise", "slower", "no-hand-schedule"]
+
+
+def test_table_names_every_task_and_the_kept_ones():
+    rows = [{"task": "a", "weight": 2, "hand_ms": 1.0, "tuned_ms": 0.5, "ratio": 2.0},
+            {"task": "b", "weight": 1, "hand_ms": 1.0, "tuned_ms": None}]
+    lines = tune.table(rows, ["a"]).splitlines()
+    assert lines[1].split() == ["a", "2", "1.000", "0.500", "2.00x", "yes"]
+    assert lines[2].split() == ["b", "1", "1.000", "-", "-", "no"]
+
+
+@pytest.mark.skipif(not (shutil.which("wasm-ld") or shutil.which("wasm-ld-19")), reason="needs wasm-ld")
+def test_wasm_tuning_compares_and_writes_only_kept_tasks(tmp_path):
+    """Two small conv tasks, a few trials each, measured as wasm; the database written
+    holds exactly the kept task, and the build's lookup finds it there only."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from wasmforge.compiler import wasm_measure
+
+    target = tvm.target.Target(tune.wasm_tune_target())
+    tasks = [SimpleNamespace(task_name=name, weight=1, dispatched=[tvm.IRModule({"main": func})])
+             for name, func in (("small", conv_func(h=6, w=8)), ("wide", conv_func(h=4, w=16, ic=1)))]
+    search = ms.database.JSONDatabase(str(tmp_path / "w.json"), str(tmp_path / "r.json"))
+    for task in tasks:
+        context = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=tune.space(),
+                                 search_strategy="evolutionary", task_name=task.task_name,
+                                 rand_state=0, num_threads=1).clone()
+        ms.tune.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=str(tmp_path / "logs"),
+                           max_trials_global=3, num_trials_per_iter=3, database=search, cost_model="random",
+                           builder=wasm_measure.builder(), runner=wasm_measure.make_runner(5.0, 2))
+    records = search.get_all_tuning_records()
+    assert records and all(r.run_secs and 0 < float(r.run_secs[0]) < 1 for r in records)
+
+    rows = tune.compare(tasks, search, target)
+    assert [r["task"] for r in rows] == ["small", "wide"]
+    assert all(r["hand_ms"] > 0 and r["tuned_ms"] > 0 and r["ratio"] > 0 for r in rows)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    tune.write_database(out, tasks, search, ["wide"])
+    kept = ms.database.JSONDatabase(*(str(out / f) for f in tune.DATABASE_FILES), allow_missing=False)
+    assert len(kept.get_all_tuning_records()) == 1
+    assert not kept.has_workload(tasks[0].dispatched[0]) and kept.has_workload(tasks[1].dispatched[0])
+
+    tune.write_database(out, tasks, search, [])
+    assert not any((out / f).exists() for f in tune.DATABASE_FILES)
