@@ -46,3 +46,13 @@ def test_bad_trials_are_refused():
 def test_unknown_measure_is_refused():
     with pytest.raises(UserError, match="--measure must be wasm or native"):
         tuning.tune("lenet-digits", None, None, trials=1, max_tasks=0, measure="proxy")
+
+
+def test_unknown_space_is_refused():
+    with pytest.raises(UserError, match="--space must be hand or generic"):
+        tuning.tune("lenet-digits", None, None, trials=1, max_tasks=0, space="random")
+
+
+def test_the_hand_space_is_not_measured_natively():
+    with pytest.raises(UserError, match="--space hand is measured as wasm only"):
+        tuning.tune("lenet-digits", None, None, trials=1, max_tasks=0, measure="native")

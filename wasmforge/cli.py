@@ -357,7 +357,9 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
 
 @task(help={"model": "a model from models.toml", "onnx": "or your own ONNX file",
             "name": "name of the artifact the database is for (default: model name or file stem)",
-            "trials": "records wanted per conv task (default 64)",
+            "trials": "with --space generic: records wanted per conv task (default 64)",
+            "space": "hand (default: every variant of the hand schedules, each timed) or generic "
+                     "(MetaSchedule's LLVM search space, --trials records per task)",
             "max_tasks": "tune at most this many tasks now (default 0: all)",
             "only": "tune just this task (repeatable; names as the tuner lists them)",
             "measure": "wasm (default: each candidate timed as wasm under wasmtime) or native (SSE proxy)",
@@ -366,8 +368,8 @@ def check(c, onnx=None, model=None, input_shape=None, list_ops=False, markdown=F
       iterable=["only"])
 @user_errors
 def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None, only=None, measure="wasm",
-         min_gain=None):
-    """MetaSchedule-tune the conv kernels into tuning/<name>/wasm32-simd128/ (resumable).
+         min_gain=None, space="hand"):
+    """Tune the conv kernels, timed as wasm, into tuning/<name>/wasm32-simd128/ (resumable).
 
     `invoke build` applies the database when it exists and records its sha256."""
     trials = _number(64 if trials is None else trials, "trials", int, 1)
@@ -381,7 +383,7 @@ def tune(c, model=None, onnx=None, name=None, trials=None, max_tasks=None, only=
 
     min_gain = _number(0.05 if min_gain is None else min_gain, "min-gain", float, 0)
     tune_model(model, onnx, name, trials=trials, max_tasks=max_tasks, only=tuple(only or ()),
-               measure=measure, min_gain=min_gain)
+               measure=measure, min_gain=min_gain, space=space)
 
 
 @task(help={"only": "just this corpus model (repeatable)", "list": "list the corpus, fetch nothing",

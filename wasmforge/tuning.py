@@ -49,7 +49,7 @@ def database_digest(directory: Path) -> str:
 
 
 def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, max_tasks: int,
-         only: tuple[str, ...] = (), measure: str = "wasm", min_gain: float = 0.05,
+         only: tuple[str, ...] = (), measure: str = "wasm", min_gain: float = 0.05, space: str = "hand",
          root: Path = TUNING, console: Console | None = None) -> Path:
     """Run the compiler's tuner in the builder image; resumable: run again to continue."""
     from .source import resolve_source, vet
@@ -59,6 +59,10 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
         raise UserError("--trials must be >= 1 and --max-tasks >= 0")
     if measure not in ("wasm", "native"):
         raise UserError(f"--measure must be wasm or native, got {measure!r}")
+    if space not in ("hand", "generic"):
+        raise UserError(f"--space must be hand or generic, got {space!r}")
+    if space == "hand" and measure != "wasm":
+        raise UserError("--space hand is measured as wasm only: drop --measure native or use --space generic")
     source = vet(resolve_source(model, onnx, name))
     client = images.docker_client()
     builder = images.ensure_builder(client, console)
@@ -66,7 +70,7 @@ def tune(model: str | None, onnx: str | None, name: str | None, *, trials: int, 
     out.mkdir(parents=True, exist_ok=True)
     command = ["python3", "-m", "wasmforge.compiler", "tune", "--onnx", "/in/model.onnx", "--out", "/out",
                "--trials", str(trials), "--max-tasks", str(max_tasks), "--measure", measure,
-               "--min-gain", str(min_gain)] + (["--only", ",".join(only)] if only else [])
+               "--space", space, "--min-gain", str(min_gain)] + (["--only", ",".join(only)] if only else [])
     mounts = [Mount(str(PACKAGE_DIR), "/src/wasmforge"), Mount(str(source.onnx), "/in/model.onnx"),
               Mount(str(out), "/out", read_only=False)]
     run_step(client, builder.id, command, mounts, console, title="tune", environment={"PYTHONPATH": "/src"},

@@ -69,3 +69,38 @@ def test_wasm_tuning_compares_and_writes_only_kept_tasks(tmp_path):
 
     tune.write_database(out, tasks, search, [])
     assert not any((out / f).exists() for f in tune.DATABASE_FILES)
+
+
+@pytest.mark.skipif(not (shutil.which("wasm-ld") or shutil.which("wasm-ld-19")), reason="needs wasm-ld")
+def test_hand_space_times_every_variant_and_the_best_replays(tmp_path):
+    """--space hand: one record per variant of the hand schedule, each timed as wasm; the
+    best record is what the build would apply, and it computes what the hand schedule does."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from wasmforge.compiler import conv_variants
+
+    target = tvm.target.Target(tune.wasm_tune_target())
+    func = conv_func(h=4, w=8)
+    task = SimpleNamespace(task_name="small", weight=1, dispatched=[tvm.IRModule({"main": func})])
+    search = ms.database.JSONDatabase(str(tmp_path / "w.json"), str(tmp_path / "r.json"))
+    tune.search_hand([(task, 1)], target, search)
+    records = search.get_all_tuning_records()
+    assert len(records) == len(conv_variants.variants(func)) > 1
+    assert all(0 < float(r.run_secs[0]) < 1 for r in records)
+    best = search.query_schedule(task.dispatched[0], target, "main")
+    (fastest,) = search.get_top_k(search.commit_workload(task.dispatched[0]), 1)
+    assert float(fastest.run_secs[0]) == min(float(r.run_secs[0]) for r in records)
+    tvm.ir.assert_structural_equal(best.mod["main"].without_attr("global_symbol"),
+                                   _replayed(func, fastest.trace).without_attr("global_symbol"))
+    (row,) = tune.compare([task], search, target)
+    assert row["hand_ms"] > 0 and row["tuned_ms"] > 0
+
+
+def _replayed(func, trace):
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch.mod["main"]

@@ -54,7 +54,13 @@ def conv_tasks(onnx_path: Path, target_dict: dict, shapes: dict[str, list[int]] 
     target = tvm.target.Target(target_dict)
     fused = optimize.fuse(mod, target)
     tasks = ms.relax_integration.extract_tasks(fused, target)
-    return [t for t in tasks if optimize.CONV_BLOCK in t.dispatched[0]["main"].script()], target
+    return [t for t in tasks if _is_conv(t.dispatched[0]["main"].script())], target
+
+
+def _is_conv(script: str) -> bool:
+    from . import optimize, winograd
+
+    return optimize.CONV_BLOCK in script or winograd.GEMM in script
 
 
 def space():
@@ -151,7 +157,29 @@ def table(rows: list[dict], keep: list[str]) -> str:
     return "\n".join(lines)
 
 
+def search_hand(tasks_todo, target, search) -> None:
+    """`--space hand`: every variant of each task's hand schedule (conv_variants.py) timed
+    as wasm, each committed to `search` as a tuning record (its trace and time)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .conv_variants import variants
+    from .wasm_measure import measure_func
+
+    for index, (task, _) in enumerate(tasks_todo):
+        mod = task.dispatched[0]
+        found = variants(mod["main"])
+        print(f"[{index + 1}/{len(tasks_todo)}] {task.task_name}: {len(found)} variants", flush=True)
+        workload = search.commit_workload(mod)
+        args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        for _label, sch in found:
+            seconds = measure_func(sch.mod["main"], target)
+            search.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [seconds], target, args_info))
+
+
 def _tune(tasks_todo, target, search, args) -> None:
+    if args.space == "hand":
+        search_hand(tasks_todo, target, search)
+        return
     from tvm.s_tir import meta_schedule as ms
 
     from . import wasm_measure
@@ -184,12 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=64, help="records wanted per task")
     parser.add_argument("--max-tasks", type=int, default=0, help="tune at most this many tasks now")
     parser.add_argument("--only", default="", help="comma-separated task names to tune")
+    parser.add_argument("--space", choices=("hand", "generic"), default="hand",
+                        help="the hand schedules' variants, all timed (default), or MetaSchedule's generic "
+                             "LLVM space searched for --trials records")
     parser.add_argument("--measure", choices=("wasm", "native"), default="wasm",
                         help="time candidates as wasm under wasmtime (default) or natively on the SSE proxy")
     parser.add_argument("--min-gain", type=float, default=0.05,
                         help="a task's record is kept when it takes at least this fraction less time")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.space == "hand" and args.measure != "wasm":
+        print("error: --space hand is measured as wasm only (drop --measure native)")
+        return 2
 
     from tvm.s_tir import meta_schedule as ms
 
@@ -208,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         mod = task.dispatched[0]
         have = len(search.get_top_k(search.commit_workload(mod), args.trials)) \
             if search.has_workload(mod) else 0
-        if (not only or task.task_name in only) and have < args.trials:
-            todo.append((task, args.trials - have))
+        wanted = 1 if args.space == "hand" else args.trials  # hand: every variant, once
+        if (not only or task.task_name in only) and have < wanted:
+            todo.append((task, wanted - have))
     if args.max_tasks:
         todo = todo[: args.max_tasks]
     print(f"{len(tasks)} conv tasks, tuning {len(todo)} now (measured {args.measure})", flush=True)
@@ -221,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(tasks, search, wasm_target)
     keep = winners(rows, args.min_gain)
     write_database(args.out, tasks, search, keep)
-    report = {"measure": args.measure, "min_gain": args.min_gain, "timed_as": "wasm under wasmtime",
+    report = {"space": args.space, "measure": args.measure, "min_gain": args.min_gain, "timed_as": "wasm under wasmtime",
               "target": WASM_TARGET if args.measure == "wasm" else PROXY_TARGET, "tasks": rows, "kept": keep}
     (args.out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     print(table(rows, keep), flush=True)
