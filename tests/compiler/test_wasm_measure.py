@@ -71,3 +71,9 @@ def test_a_wrong_argument_shape_fails_with_the_kernels_message(tmp_path):
 def test_measure_func_gives_seconds_per_call():
     seconds = wasm_measure.measure_func(optimize.schedule_conv(conv_func()), min_repeat_ms=5, repeat=3)
     assert 0 < seconds < 1
+
+
+def test_measure_funcs_times_each_kernel_in_turns():
+    small, large = optimize.schedule_conv(conv_func(h=4, w=8)), optimize.schedule_conv(conv_func(h=32, w=32, ic=4))
+    fast, slow = wasm_measure.measure_funcs([small, large], rounds=3, min_repeat_ms=5)
+    assert 0 < fast < slow  # 4x the channels and 32x the pixels: far more work

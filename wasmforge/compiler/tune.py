@@ -99,17 +99,9 @@ def hand_scheduled(func):
     return None
 
 
-COMPARE_ROUNDS = 3
-
-
-def _fastest(best_ms: float | None, seconds: float) -> float:
-    ms = round(seconds * 1e3, 4)
-    return ms if best_ms is None else min(best_ms, ms)
-
-
-def compare(tasks, search, target) -> list[dict]:
-    """Per task with records: hand and best tuned kernel, both timed as wasm."""
-    from .wasm_measure import measure_func
+def compare(tasks, search, target, rounds: int = 7) -> list[dict]:
+    """Per task with records: hand and best tuned kernel, both timed as wasm, in turns."""
+    from .wasm_measure import measure_func, measure_funcs
 
     rows = []
     for task in tasks:
@@ -123,16 +115,17 @@ def compare(tasks, search, target) -> list[dict]:
         row["records"] = len(search.get_top_k(search.commit_workload(mod), 1 << 20))
         hand = hand_scheduled(mod["main"])
         tuned = search.query_schedule(mod, target, "main").mod["main"]
-        # Alternated rounds, the fastest of each: load on the machine hits both alike.
-        for _ in range(COMPARE_ROUNDS):
-            if hand is not None:
-                row["hand_ms"] = _fastest(row["hand_ms"], measure_func(hand, target))
-            try:
-                row["tuned_ms"] = _fastest(row["tuned_ms"], measure_func(tuned, target))
-            except Exception as exc:  # noqa: BLE001 - a record that fails as wasm does not win
-                row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                row["tuned_ms"] = None
-                break
+        funcs = {key: func for key, func in (("hand_ms", hand), ("tuned_ms", tuned)) if func is not None}
+        try:  # in turns: on a shared machine, load changes between two separate runs flip the verdict
+            seconds = measure_funcs(list(funcs.values()), target, rounds=rounds)
+            row.update({key: round(s * 1e3, 4) for key, s in zip(funcs, seconds)})
+        except Exception:  # noqa: BLE001 - one of them fails as wasm: time each alone
+            for key, func in funcs.items():
+                try:
+                    row[key] = round(measure_func(func, target) * 1e3, 4)
+                except Exception as exc:  # noqa: BLE001 - a kernel that fails as wasm: no time, no win
+                    text = str(exc).strip()
+                    row[f"{key[:-3]}_error"] = f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
         if row["hand_ms"] and row["tuned_ms"]:
             row["ratio"] = round(row["hand_ms"] / row["tuned_ms"], 3)
         rows.append(row)
@@ -169,27 +162,24 @@ def table(rows: list[dict], keep: list[str]) -> str:
     return "\n".join(lines)
 
 
-FINALISTS = 3  # --space hand: the fastest variants, timed again
+SEARCH_ROUNDS = 3  # --space hand: every variant timed once per round, in turns
 
 
 def search_hand(tasks_todo, target, search) -> None:
     """`--space hand`: every variant of each task's hand schedule (conv_variants.py) timed
-    as wasm, the FINALISTS fastest again in COMPARE_ROUNDS - 1 more rounds (the fastest
-    time of each counts), each committed to `search` as a tuning record (trace and time)."""
+    as wasm, all in turns (SEARCH_ROUNDS rounds), each committed to `search` as a tuning
+    record (its trace and time)."""
     from tvm.s_tir import meta_schedule as ms
 
     from .conv_variants import variants
-    from .wasm_measure import measure_func
+    from .wasm_measure import measure_funcs
 
     for index, (task, _) in enumerate(tasks_todo):
         mod = task.dispatched[0]
         found = variants(mod["main"])
         print(f"[{index + 1}/{len(tasks_todo)}] {task.task_name}: {len(found)} variants", flush=True)
-        times = [measure_func(sch.mod["main"], target) for _, sch in found]
-        finalists = sorted(range(len(found)), key=times.__getitem__)[:FINALISTS]
-        for _ in range(COMPARE_ROUNDS - 1):
-            for i in finalists:
-                times[i] = min(times[i], measure_func(found[i][1].mod["main"], target))
+        times = measure_funcs([sch.mod["main"] for _, sch in found], target, rounds=SEARCH_ROUNDS,
+                              min_repeat_ms=50.0)
         workload = search.commit_workload(mod)
         args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
         for (_, sch), seconds in zip(found, times):

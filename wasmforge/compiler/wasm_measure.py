@@ -296,6 +296,25 @@ def measure_func(func, target=None, **kwargs) -> float:
         return float(min(measure_wasm(wasm, arg_specs(func), **kwargs)))
 
 
+def measure_funcs(funcs, target=None, *, rounds: int = 7, min_repeat_ms: float = 100.0) -> list[float]:
+    """Median seconds per call of each PrimFunc, timed in turns (one repeat of each per
+    round), so that a change of load on a shared machine hits them all alike."""
+    from ..sandbox import new_engine
+
+    engine = new_engine()
+    with tempfile.TemporaryDirectory(prefix="wasm-measure-") as tmp:
+        kernels = []
+        for index, func in enumerate(funcs):
+            out_dir = Path(tmp) / str(index)
+            out_dir.mkdir()
+            kernels.append(WasmKernel(link_kernel(func, target, out_dir), arg_specs(func), engine=engine))
+        runs: list[list[float]] = [[] for _ in kernels]
+        for _ in range(rounds):
+            for kernel, times in zip(kernels, runs):
+                times.extend(kernel.timed(min_repeat_ms, repeat=1))
+        return [float(np.median(times)) for times in runs]
+
+
 def _specs_of(args_info) -> list[tuple[tuple[int, ...], str]]:
     return [(tuple(int(d) for d in info.shape), str(info.dtype)) for info in args_info]
 
