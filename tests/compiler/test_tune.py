@@ -46,13 +46,14 @@ def test_wasm_tuning_compares_and_writes_only_kept_tasks(tmp_path):
     tasks = [SimpleNamespace(task_name=name, weight=1, dispatched=[tvm.IRModule({"main": func})])
              for name, func in (("small", conv_func(h=6, w=8)), ("wide", conv_func(h=4, w=16, ic=1)))]
     search = ms.database.JSONDatabase(str(tmp_path / "w.json"), str(tmp_path / "r.json"))
-    for task in tasks:
+    builder, runner = wasm_measure.builder(), wasm_measure.make_runner(5.0, 2)
+    for task in tasks:  # replay-trace: random samples of tune.space(), cheaper than evolving them
         context = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=tune.space(),
-                                 search_strategy="evolutionary", task_name=task.task_name,
+                                 search_strategy="replay-trace", task_name=task.task_name,
                                  rand_state=0, num_threads=1).clone()
         ms.tune.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=str(tmp_path / "logs"),
                            max_trials_global=3, num_trials_per_iter=3, database=search, cost_model="random",
-                           builder=wasm_measure.builder(), runner=wasm_measure.make_runner(5.0, 2))
+                           builder=builder, runner=runner)
     records = search.get_all_tuning_records()
     assert records and all(r.run_secs and 0 < float(r.run_secs[0]) < 1 for r in records)
 
