@@ -3,12 +3,11 @@ and a database holding only the tasks where tuning wins."""
 
 from __future__ import annotations
 
-import shutil
 from types import SimpleNamespace
 
 import pytest
 
-from wasmforge.compiler import tune
+from wasmforge.compiler import tune, wasm_measure
 
 from .test_wasm_measure import conv_func
 
@@ -33,7 +32,7 @@ def test_table_names_every_task_and_the_kept_ones():
     assert lines[2].split() == ["b", "1", "1.000", "-", "-", "no"]
 
 
-@pytest.mark.skipif(not (shutil.which("wasm-ld") or shutil.which("wasm-ld-19")), reason="needs wasm-ld")
+@pytest.mark.skipif(wasm_measure.wasm_linker() is None, reason="needs wasm-ld or rust-lld")
 def test_wasm_tuning_compares_and_writes_only_kept_tasks(tmp_path):
     """Two small conv tasks, a few trials each, measured as wasm; the database written
     holds exactly the kept task, and the build's lookup finds it there only."""
@@ -72,7 +71,7 @@ def test_wasm_tuning_compares_and_writes_only_kept_tasks(tmp_path):
     assert not any((out / f).exists() for f in tune.DATABASE_FILES)
 
 
-@pytest.mark.skipif(not (shutil.which("wasm-ld") or shutil.which("wasm-ld-19")), reason="needs wasm-ld")
+@pytest.mark.skipif(wasm_measure.wasm_linker() is None, reason="needs wasm-ld or rust-lld")
 def test_hand_space_times_every_variant_and_the_best_replays(tmp_path):
     """--space hand: one record per variant of the hand schedule, each timed as wasm; the
     best record is what the build would apply, and it computes what the hand schedule does."""

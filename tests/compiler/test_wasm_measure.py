@@ -3,15 +3,13 @@ outputs equal numpy's (so a wrong argument layout fails here), timed."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from wasmforge.compiler import optimize, wasm_measure
 
-pytestmark = pytest.mark.skipif(not (shutil.which("wasm-ld") or shutil.which("wasm-ld-19")),
-                                reason="needs wasm-ld (the builder image has it; on Debian: lld-19)")
+pytestmark = pytest.mark.skipif(wasm_measure.wasm_linker() is None,
+                                reason="needs wasm-ld (the builder image) or a Rust toolchain's rust-lld")
 
 
 def conv_func(h=10, w=12, ic=2, oc=2, pad=1):

@@ -40,12 +40,26 @@ STACK_BYTES = 1 << 20
 TIME_LIMIT = 20.0  # seconds per instantiated kernel (epoch deadline): a runaway candidate stops
 
 
-def _wasm_ld() -> str:
+def wasm_linker() -> list[str] | None:
+    """The command that links wasm objects: `wasm-ld` (the builder image has LLVM 19's), else
+    the `rust-lld` of a host's Rust toolchain in its wasm flavour; None if neither is there."""
     for name in ("wasm-ld", "wasm-ld-19"):
         path = shutil.which(name)
         if path:
-            return path
-    raise RuntimeError("wasm-ld not found (it is in the builder image)")
+            return [path]
+    rustc = shutil.which("rustc")
+    if rustc:
+        done = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True, check=False)
+        for lld in sorted(Path(done.stdout.strip() or "/nonexistent").glob("lib/rustlib/*/bin/rust-lld")):
+            return [str(lld), "-flavor", "wasm"]
+    return None
+
+
+def _wasm_ld() -> list[str]:
+    linker = wasm_linker()
+    if linker is None:
+        raise RuntimeError("no wasm linker: wasm-ld (in the builder image) or a Rust toolchain's rust-lld")
+    return linker
 
 
 def _libc() -> Path | None:
@@ -74,7 +88,7 @@ def link_kernel(func, target=None, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="wasm-measure-"))
     obj, wasm = out_dir / "kernel.o", out_dir / "kernel.wasm"
     library.write_to_file(str(obj))
-    subprocess.run([_wasm_ld(), "--no-entry", f"--export={SYMBOL}", "--allow-undefined",
+    subprocess.run([*_wasm_ld(), "--no-entry", f"--export={SYMBOL}", "--allow-undefined",
                     "-z", f"stack-size={STACK_BYTES}", "-O2", str(obj)]
                    + ([str(_libc())] if _libc() else []) + ["-o", str(wasm)],
                    check=True, capture_output=True)
