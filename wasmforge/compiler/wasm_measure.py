@@ -88,10 +88,13 @@ def link_kernel(func, target=None, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="wasm-measure-"))
     obj, wasm = out_dir / "kernel.o", out_dir / "kernel.wasm"
     library.write_to_file(str(obj))
-    subprocess.run([*_wasm_ld(), "--no-entry", f"--export={SYMBOL}", "--allow-undefined",
-                    "-z", f"stack-size={STACK_BYTES}", "-O2", str(obj)]
-                   + ([str(_libc())] if _libc() else []) + ["-o", str(wasm)],
-                   check=True, capture_output=True)
+    libc = _libc()
+    linked = subprocess.run([*_wasm_ld(), "--no-entry", f"--export={SYMBOL}", "--allow-undefined",
+                             "-z", f"stack-size={STACK_BYTES}", "-O2", str(obj)]
+                            + ([str(libc)] if libc else []) + ["-o", str(wasm)],
+                            capture_output=True, text=True)
+    if linked.returncode:
+        raise RuntimeError(f"wasm-ld failed: {linked.stderr.strip()}")
     obj.unlink()
     return wasm
 
