@@ -266,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(tasks, search, wasm_target)
     keep = winners(rows, args.min_gain)
     write_database(args.out, tasks, search, keep)
-    report = {"space": args.space, "measure": args.measure, "min_gain": args.min_gain, "timed_as": "wasm under wasmtime",
+    import wasmtime
+
+    report = {"space": args.space, "measure": args.measure, "min_gain": args.min_gain,
+              "timed_as": f"wasm under wasmtime-py {wasmtime.__version__} (sandbox.new_engine), hand and "
+                          "tuned in turns",
               "target": WASM_TARGET if args.measure == "wasm" else PROXY_TARGET, "tasks": rows, "kept": keep}
     (args.out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     print(table(rows, keep), flush=True)
