@@ -75,3 +75,10 @@ def test_measure_funcs_times_each_kernel_in_turns():
     small, large = optimize.schedule_conv(conv_func(h=4, w=8)), optimize.schedule_conv(conv_func(h=32, w=32, ic=4))
     fast, slow = wasm_measure.measure_funcs([small, large], rounds=3, min_repeat_ms=5)
     assert 0 < fast < slow  # 4x the channels and 32x the pixels: far more work
+
+
+def test_a_failed_link_says_the_linkers_message(tmp_path, monkeypatch):
+    failing = ["sh", "-c", "echo 'undefined symbol: x' >&2; exit 1", "ld"]
+    monkeypatch.setattr(wasm_measure, "_wasm_ld", lambda: failing)
+    with pytest.raises(RuntimeError, match="wasm-ld failed: undefined symbol: x"):
+        wasm_measure.link_kernel(optimize.schedule_conv(conv_func()), out_dir=tmp_path)
