@@ -6,7 +6,8 @@ choices their hand rules fix: pixels (or Winograd tiles) per register tile
 channels per unrolled step (the whole block of 8). Which combination is fastest as wasm
 depends on the shape in ways no rule captured: LLVM hoists the step's loads,
 Cranelift emits each accumulator's chain of multiply-adds in turn, and spills
-follow from the mix (measured per shape: anything from 0.4x to 1.6x the rule).
+follow from the mix (measured per shape: anything from 0.5x to 2x the rule;
+docs/performance-notes.md).
 So tune.py times every variant of each conv workload as wasm
 (wasm_measure.py) and records the fastest as an ordinary MetaSchedule tuning
 record (the schedule's trace), which the build applies like any other.
@@ -27,9 +28,9 @@ VECTORS_PER_BLOCK = 2  # OC_BLOCK channels = two f32x4
 
 
 def _found(func):
-    """(schedule, apply, (width, output-channel blocks, input-channel block), rule tile) for
-    a PrimFunc holding a direct or a Winograd conv, else None. `apply(sch, tile, blocks,
-    unroll)` schedules it."""
+    """(apply, (width, output-channel blocks, input-channel block), the rule's tile) for a
+    PrimFunc holding a direct or a Winograd conv, else None. `apply(sch, tile, blocks,
+    unroll)` schedules a fresh schedule of it."""
     import tvm
     from tvm import s_tir
 
