@@ -266,10 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(tasks, search, wasm_target)
     keep = winners(rows, args.min_gain)
     write_database(args.out, tasks, search, keep)
-    import wasmtime
+    from importlib.metadata import version
 
     report = {"space": args.space, "measure": args.measure, "min_gain": args.min_gain,
-              "timed_as": f"wasm under wasmtime-py {wasmtime.__version__} (sandbox.new_engine), hand and "
+              "timed_as": f"wasm under wasmtime-py {version('wasmtime')} (sandbox.new_engine), hand and "
                           "tuned in turns",
               "target": WASM_TARGET if args.measure == "wasm" else PROXY_TARGET, "tasks": rows, "kept": keep}
     (args.out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
