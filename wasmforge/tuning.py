@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import images
+from .compiler.tune import DATABASE_FILES  # what the tuner in the builder writes
 from .container import Mount, run_step
 from .errors import UserError
 from .hashing import sha256_bytes, sha256_file
@@ -22,7 +23,6 @@ from .terminal import make_console
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TARGET_NAME = "wasm32-simd128"
-DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 
 
 def database_dir(name: str, root: Path = TUNING) -> Path:

@@ -311,6 +311,16 @@ def schedules() -> tuple:
             fastmath.schedule_softmax)
 
 
+def hand_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """`func` with the first of schedules() that recognises it (None: none does, TVM's
+    default applies); what the build does to a PrimFunc no tuning record covers."""
+    for schedule in schedules():
+        scheduled = schedule(func)
+        if scheduled is not None:
+            return scheduled
+    return None
+
+
 def _fast_path(mod, target, database_dir: Path | None, notes: list[str]) -> tvm.IRModule:
     try:
         scheduled = _schedule_all(fuse(mod, target, notes), target, database_dir)
@@ -328,11 +338,9 @@ def _schedule_all(mod, target, database_dir: Path | None) -> tvm.IRModule:
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            for schedule in schedules():
-                scheduled = schedule(func)
-                if scheduled is not None:
-                    updates[gv] = scheduled
-                    break
+            scheduled = hand_schedule(func)
+            if scheduled is not None:
+                updates[gv] = scheduled
     for gv, func in updates.items():
         mod[gv] = func
     return mod

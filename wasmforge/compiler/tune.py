@@ -88,19 +88,9 @@ def winners(rows: list[dict], min_gain: float) -> list[str]:
     return keep
 
 
-def hand_scheduled(func):
-    """The PrimFunc as the build schedules it when no record covers it (None: TVM's default)."""
-    from . import optimize
-
-    for schedule in optimize.schedules():
-        scheduled = schedule(func)
-        if scheduled is not None:
-            return scheduled
-    return None
-
-
 def compare(tasks, search, target, rounds: int = 7) -> list[dict]:
     """Per task with records: hand and best tuned kernel, both timed as wasm, in turns."""
+    from . import optimize
     from .wasm_measure import measure_func, measure_funcs
 
     rows = []
@@ -113,7 +103,7 @@ def compare(tasks, search, target, rounds: int = 7) -> list[dict]:
         if not record:
             continue
         row["records"] = len(search.get_top_k(search.commit_workload(mod), 1 << 20))
-        hand = hand_scheduled(mod["main"])
+        hand = optimize.hand_schedule(mod["main"])
         tuned = search.query_schedule(mod, target, "main").mod["main"]
         funcs = {key: func for key, func in (("hand_ms", hand), ("tuned_ms", tuned)) if func is not None}
         try:  # in turns: on a shared machine, load changes between two separate runs flip the verdict
