@@ -3,7 +3,7 @@
 optimize._schedule (direct convs) and winograd._schedule (its GEMM) have three
 choices their hand rules fix: pixels (or Winograd tiles) per register tile
 (`_ow_tile`, `_gemm_tile`), output-channel blocks per tile (1) and input
-channels per unrolled step (the whole block of 8). Which combination is fastest as wasm
+channels per unrolled step (tiling.STEP_CHANNELS). Which combination is fastest as wasm
 depends on the shape in ways no rule captured: LLVM hoists the step's loads,
 Cranelift emits each accumulator's chain of multiply-adds in turn, and spills
 follow from the mix (measured per shape: anything from 0.5x to 2x the rule;
@@ -60,8 +60,10 @@ def _found(func):
 
 def choices(width: int, oc_blocks: int, ic_block: int, rule_tile: int) -> list[tuple[int, int, int]]:
     """Every (tile, blocks, unroll) that divides its loop and fits the registers, the hand
-    rule's own choice (`rule_tile`, 1, `ic_block`) first."""
-    rule = (rule_tile, 1, ic_block)
+    rule's own choice (`rule_tile`, 1, its step of input channels) first."""
+    from .tiling import step_channels
+
+    rule = (rule_tile, 1, step_channels(ic_block))
     found = [rule]
     for pixels, blocks, unroll in product(PIXELS, BLOCKS, UNROLL):
         if (width % pixels or oc_blocks % blocks or unroll > ic_block or ic_block % unroll

@@ -50,7 +50,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
 from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, topk, winograd
-from .tiling import first_divisor, root_block_names, schedule_if
+from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -140,8 +140,8 @@ def schedule_conv(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
 def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks: int = 1,
               unroll: int | None = None) -> None:
     """The register-tiled schedule. A tile is `pixels` output pixels (default `_ow_tile`) x
-    `blocks` output-channel blocks x OC_BLOCK channels; `unroll` input channels (default:
-    the whole input block) per unrolled step. The defaults are the hand schedule;
+    `blocks` output-channel blocks x OC_BLOCK channels; `unroll` input channels per
+    unrolled step (default: tiling.unroll_steps's rule). The defaults are the hand schedule;
     conv_variants.py measures the others per workload for `invoke tune`."""
     conv = sch.get_sblock(CONV_BLOCK)
     epilogue = sch.get_child_blocks(sch.get_sblock("root"))[index + 1:]
@@ -151,10 +151,7 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
         sch.compute_inline(block)
     n, o, y, x, c, rco, ry, rx, rci = sch.get_loops(conv)
     xo, xi = sch.split(x, [None, pixels or _ow_tile(int(sch.get(x).extent))])
-    steps = [rci]
-    if unroll and unroll != int(sch.get(rci).extent):
-        steps = sch.split(rci, [None, unroll])
-    rci = steps[-1]
+    steps = unroll_steps(sch, rci, unroll)
     # Output-channel block outermost: its weights stay in cache while the
     # input streams past. Innermost: a tile of pixels x 8 channels.
     if blocks > 1:
@@ -174,9 +171,8 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
     sch.unroll(xi)
     if blocks > 1:
         sch.unroll(oi)
-    # 8 input channels per step: no loop overhead between broadcasts. Unrolling
-    # rx as well made the wasm 30% slower (wasmtime spills on the big body).
-    sch.unroll(rci)
+    # The input-channel step is unrolled by unroll_steps. Unrolling rx as well
+    # made the wasm 30% slower (wasmtime spills on the big body).
     sch.vectorize(c)
     init = sch.decompose_reduction(conv, rco)  # after unroll/vectorize, which need the reduction form
     sch.vectorize(sch.get_loops(init)[-1])

@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx, topi
 
-from .tiling import first_divisor
+from .tiling import first_divisor, unroll_steps
 
 BLOCK = 8  # channels per block (input and output): NCHW8c, OIHW8i8o
 INPUT_TRANSFORM = "winograd_input"
@@ -213,7 +213,7 @@ def _schedule(sch: s_tir.Schedule, names: list[str], tile: int | None = None, bl
               unroll: int | None = None) -> None:
     """The Winograd schedule; the GEMM's register tile is `tile` Winograd tiles (default
     `_gemm_tile`) x `blocks` output-channel blocks, `unroll` input channels per unrolled
-    step (default: the block of 8). conv_variants.py measures the non-defaults."""
+    step (default: tiling.unroll_steps's rule). conv_variants.py measures the non-defaults."""
     root_blocks = sch.get_child_blocks(sch.get_sblock("root"))
     epilogue = root_blocks[names.index(OUTPUT_TRANSFORM) + 1:]
     _schedule_input(sch)
@@ -241,10 +241,7 @@ def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: i
     gemm = sch.get_sblock(GEMM)
     i, j, b, k, y, x, kb, rc, rci = sch.get_loops(gemm)
     xo, xi = sch.split(x, [None, tile or _gemm_tile(int(sch.get(x).extent))])
-    steps = [rci]
-    if unroll and unroll != int(sch.get(rci).extent):
-        steps = sch.split(rci, [None, unroll])
-    rci = steps[-1]
+    steps = unroll_steps(sch, rci, unroll)
     inner = [xi, kb]
     if blocks > 1:
         k, ki = sch.split(k, [None, blocks])
@@ -255,7 +252,6 @@ def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: i
     sch.vectorize(sch.get_loops(store)[-1])
     for loop in inner[:-1]:
         sch.unroll(loop)
-    sch.unroll(rci)
     sch.vectorize(kb)
     init = sch.decompose_reduction(gemm, rc)
     sch.vectorize(sch.get_loops(init)[-1])
