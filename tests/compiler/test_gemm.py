@@ -22,7 +22,7 @@ def test_pack_weights_is_the_panel_layout():
         np.testing.assert_array_equal(packed[n // 8, :, n % 8], w[:, n])
 
 
-@pytest.mark.parametrize(("m", "n", "tile"), [(128, 384, (4, 1)), (1, 1000, (1, 5)), (1, 1024, (1, 4)), (1, 56, (1, 1)),
+@pytest.mark.parametrize(("m", "n", "tile"), [(128, 384, (8, 1)), (36, 64, (4, 1)), (1, 1000, (1, 5)), (1, 1024, (1, 4)), (1, 56, (1, 1)),
                                               (1, 16, (1, 2)), (6, 64, (2, 2)), (3, 8, (3, 1))])
 def test_tile_choice(m, n, tile):
     assert gemm._tile(m, n) == tile

@@ -13,8 +13,8 @@ float32 matmul the shape of XNNPACK's wasm SIMD GEMM microkernels:
 2. **Register tiles.** Every PrimFunc with one `matmul_packed` block, or with
    TVM's own `matmul` block (batch matmuls of two activations, as in attention:
    their right operand is read [.., k, j] in place), gets the same schedule:
-   an MR x (NB*8) tile of the output accumulated in a local buffer (LLVM keeps it
-   in f32x4 registers), k unrolled by 4 so that optimize.py's splat rewrite turns
+   an MR x (NB*8) tile of the output accumulated in a local buffer (f32x4
+   values to LLVM), k unrolled by 4 so that optimize.py's splat rewrite turns
    the 4 broadcasts of one A row into one `v128.load` + lane shuffles, and the
    fused epilogue (bias, residual, scaling, mask, GELU) applied per tile.
    Column block outermost: a weight panel stays in L1 while the rows stream past.
@@ -81,13 +81,18 @@ LEGALIZE = {"relax.matmul": legalize_matmul}
 
 
 def _tile(m: int, n: int) -> tuple[int, int]:
-    """(MR rows, NB column panels) of the register tile. 4 x 8 (8 accumulators) where
-    M allows: what measured best for the conv kernels on x86-64's 16 xmm registers.
-    Fewer rows take more panels (up to 8-10 accumulators), so that a GEMV (M = 1,
-    a classifier head) still has independent multiply-add chains."""
-    mr = next(r for r in (4, 2, 3, 1) if m % r == 0)
+    """(MR rows, NB column panels) of the register tile. 8 x 8 (16 accumulators) where
+    M allows: under wasmtime the accumulators live in memory between iterations
+    anyway (the epoch check's call clobbers every vector register at the loop head),
+    so what counts is the loads per multiply-add: one step of 4 k loads 8 weight
+    vectors and 8 A vectors for 64 multiply-adds. Measured as wasm on
+    minilm-synth's projections 1.2-1.5x faster than 4 x 8 in the harness, whole
+    inference 0.71x (docs/performance-notes.md). Fewer rows take more panels (up
+    to 8-10 accumulators), so that a GEMV (M = 1, a classifier head) still has
+    independent multiply-add chains."""
+    mr = next(r for r in (8, 4, 2, 3, 1) if m % r == 0)
     panels = n // NR
-    choices = {4: (1,), 3: (1,), 2: (2, 1), 1: (4, 5, 3, 2, 1)}[mr]
+    choices = {8: (1,), 4: (1,), 3: (1,), 2: (2, 1), 1: (4, 5, 3, 2, 1)}[mr]
     return mr, next(nb for nb in choices if panels % nb == 0)
 
 
