@@ -99,10 +99,10 @@ def compare(tasks, search, target, rounds: int = 7) -> list[dict]:
         if not search.has_workload(mod):
             continue
         row = {"task": task.task_name, "weight": int(task.weight), "hand_ms": None, "tuned_ms": None}
-        record = search.get_top_k(search.commit_workload(mod), 1)
-        if not record:
+        records = search.get_top_k(search.commit_workload(mod), 1 << 20)
+        if not records:
             continue
-        row["records"] = len(search.get_top_k(search.commit_workload(mod), 1 << 20))
+        row["records"] = len(records)
         hand = optimize.hand_schedule(mod["main"])
         tuned = search.query_schedule(mod, target, "main").mod["main"]
         funcs = {key: func for key, func in (("hand_ms", hand), ("tuned_ms", tuned)) if func is not None}
