@@ -314,8 +314,9 @@ def measure_func(func, target=None, **kwargs) -> float:
 
 
 def measure_funcs(funcs, target=None, *, rounds: int = 7, min_repeat_ms: float = 100.0) -> list[float]:
-    """Median seconds per call of each PrimFunc, timed in turns (one repeat of each per
-    round), so that a change of load on a shared machine hits them all alike."""
+    """Seconds per call of each PrimFunc, timed in turns (one repeat of each per round),
+    so that a change of load on a shared machine hits them all alike; the fastest
+    round of each, as measure_func does (interference only ever adds time)."""
     from ..sandbox import new_engine
 
     engine = new_engine()
@@ -329,7 +330,7 @@ def measure_funcs(funcs, target=None, *, rounds: int = 7, min_repeat_ms: float =
         for _ in range(rounds):
             for kernel, times in zip(kernels, runs):
                 times.extend(kernel.timed(min_repeat_ms, repeat=1))
-        return [float(np.median(times)) for times in runs]
+        return [float(min(times)) for times in runs]
 
 
 def _specs_of(args_info) -> list[tuple[tuple[int, ...], str]]:
