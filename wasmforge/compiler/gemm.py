@@ -29,7 +29,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from .tiling import root_block_names, schedule_if
+from .tiling import root_block_names, schedule_if, unroll_tile_store
 
 NR = 8  # output columns per packed panel: two f32x4 registers
 K_UNROLL = 4  # one v128 of A per row per step (the splat rewrite's group)
@@ -127,7 +127,7 @@ def _schedule(sch: s_tir.Schedule, index: int) -> None:
     else:
         store = sch.cache_write(gemm, 0, "local")
     sch.reverse_compute_at(store, io)
-    sch.vectorize(sch.get_loops(store)[-1])
+    unroll_tile_store(sch, store, io)
     sch.unroll(ki)
     sch.unroll(ii)
     sch.unroll(jb)

@@ -50,7 +50,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
 from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, topk, winograd
-from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps
+from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, unroll_tile_store
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -167,7 +167,7 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
     else:
         store = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(store, xo)
-    sch.vectorize(sch.get_loops(store)[-1])
+    unroll_tile_store(sch, store, xo)
     sch.unroll(xi)
     if blocks > 1:
         sch.unroll(oi)

@@ -45,6 +45,22 @@ def unroll_steps(sch: s_tir.Schedule, channels, unroll: int | None = None) -> li
     return steps
 
 
+def unroll_tile_store(sch: s_tir.Schedule, store, at) -> None:
+    """Unroll the loops of a register tile's store (or fused epilogue) block that lie
+    inside `at`, the loop it was computed at, and vectorize the innermost. With
+    constant indices everywhere LLVM keeps the accumulator tile in SSA values; one
+    loop over the tile's pixels left rolled (as the direct convs had it) can leave
+    the tile in a stack array that is zeroed with a `memset` call per tile (ResNet50's
+    stem: 25,088 calls per inference)."""
+    loops = sch.get_loops(store)
+    node = sch.get(at)
+    start = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(node)) + 1
+    *outer, innermost = loops[start:]
+    for loop in outer:
+        sch.unroll(loop)
+    sch.vectorize(innermost)
+
+
 def schedule_if(func: tirx.PrimFunc, recognise: Callable[[s_tir.Schedule], Found | None],
                 apply: Callable[[s_tir.Schedule, Found], None]) -> tirx.PrimFunc | None:
     """`func` scheduled by `apply(sch, found)` when `recognise(sch)` finds its block

@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx, topi
 
-from .tiling import first_divisor, unroll_steps
+from .tiling import first_divisor, unroll_steps, unroll_tile_store
 
 BLOCK = 8  # channels per block (input and output): NCHW8c, OIHW8i8o
 INPUT_TRANSFORM = "winograd_input"
@@ -249,7 +249,7 @@ def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: i
     sch.reorder(i, j, b, k, y, xo, rc, *steps, *inner)
     store = sch.cache_write(gemm, 0, "local")
     sch.reverse_compute_at(store, xo)
-    sch.vectorize(sch.get_loops(store)[-1])
+    unroll_tile_store(sch, store, xo)
     for loop in inner[:-1]:
         sch.unroll(loop)
     sch.vectorize(kb)
