@@ -1,6 +1,7 @@
 """What every hand-written kernel schedule does the same way: pick a tile that
-divides the loop, and schedule a PrimFunc only if it recognises it, keeping
-TVM's default (correct, slower) when the schedule fails."""
+divides the loop, step through input channels 4 at a time, unroll the tile's
+store, and schedule a PrimFunc only if it recognises it, keeping TVM's default
+(correct, slower) when the schedule fails."""
 
 from __future__ import annotations
 
