@@ -12,8 +12,11 @@ So tune.py times every variant of each conv workload as wasm
 (wasm_measure.py) and records the fastest as an ordinary MetaSchedule tuning
 record (the schedule's trace), which the build applies like any other.
 
-Only variants that fit the x86-64 register file (at most MAX_ACCUMULATORS
-vector accumulators) and divide their loops evenly are offered.
+Only variants with at most MAX_ACCUMULATORS vector accumulators that divide
+their loops evenly are offered. (The bound keeps the search small; it is not a
+register fit: under the runner's engine, with epoch interruption, the
+accumulators live in stack slots between iterations anyway, and what spills
+is the step's loaded vectors; docs/performance-notes.md.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from itertools import product
 PIXELS = (2, 4, 7, 8)
 BLOCKS = (1, 2)
 UNROLL = (8, 4, 2)
-MAX_ACCUMULATORS = 16  # x86-64 has 16 xmm registers; a tile of 2 f32x4 per pixel and block
+MAX_ACCUMULATORS = 16  # a tile holds 2 f32x4 per pixel and output-channel block
 VECTORS_PER_BLOCK = 2  # OC_BLOCK channels = two f32x4
 
 

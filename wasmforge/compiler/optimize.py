@@ -120,11 +120,10 @@ def _legalize_conv2d(bb, call, use_winograd: bool = True):
 
 
 def _ow_tile(ow: int) -> int:
-    # Accumulators = tile x 2 vectors. x86-64 (where wasm engines run) has 16
-    # xmm registers: 4 pixels (8 accumulators) measured best on wide rows (8
-    # pixels: 14% slower as wasm); the 14- and 7-wide late stages take 7 (14
-    # accumulators, a few spills) rather than a 2-wide tile that would waste
-    # most of the weight loads.
+    # Pixels per register tile (2 accumulator vectors each). 4 measured best on
+    # wide rows (8: 14% slower as wasm with steps of 8 channels; with steps of 4,
+    # MobileNetV2 0.96-1.01x, i.e. no gain); the 14- and 7-wide late stages take
+    # 7 rather than a 2-wide tile that would waste most of the weight loads.
     return first_divisor(ow, (4, 6, 7, 8, 5, 3, 2))
 
 
