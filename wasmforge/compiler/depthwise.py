@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx, topi
 
-from .tiling import first_divisor, root_block_names, schedule_if
+from .tiling import first_divisor, root_block_names, schedule_if, unroll_tile_store
 
 BLOCK = 8  # channels per layout block (optimize.OC_BLOCK)
 LANES = 4  # f32 lanes per v128
@@ -114,9 +114,7 @@ def _schedule(sch: s_tir.Schedule, names: list[str]) -> None:
     else:
         store = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(store, co)
-    # Constant indices into the accumulator tile: LLVM keeps it in registers.
-    sch.unroll(sch.get_loops(store)[-2])
-    sch.vectorize(sch.get_loops(store)[-1])
+    unroll_tile_store(sch, store, co)
     for loop in (ry, rx, xi):
         sch.unroll(loop)
     sch.vectorize(ci)
