@@ -67,9 +67,18 @@ def page_dom(chromium: str, url: str, profile: Path) -> str:
     return done.stdout
 
 
+SNAPSHOTS = 3  # headless Chromium dumps the DOM when virtual time runs out
+
+
 def classify(chromium, site, model: str, strokes, profile: Path) -> tuple[str, str, str]:
     query = urllib.parse.urlencode({"model": f"../{model}.wasm", "strokes": json.dumps(strokes)})
-    dom = page_dom(chromium, f"{site}/web/index.html?{query}", profile)
+    for _ in range(SNAPSHOTS):
+        dom = page_dom(chromium, f"{site}/web/index.html?{query}", profile)
+        # Virtual time does not wait for the asynchronous wasm compile, so now and
+        # then (about 1 run in 8 here) the dump comes while the page still says
+        # "loading": take the page again; any other state is the answer.
+        if '<body data-state="loading"' not in dom:
+            break
     state = re.search(r'<body data-state="(\w+)"', dom)
     digit = re.search(r'<output id="digit">(\d*)</output>', dom)
     assert state and digit, dom[-3000:]
