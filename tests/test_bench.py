@@ -212,12 +212,12 @@ def test_rounds_merge_into_one_engine_result():
 
 
 def test_tract_and_epoch_ratios():
-    report = _report(wasm_noepoch=_entry(1.9), tract_wasm=_entry(5.0), tract_wasm_noepoch=_entry(4.0))
+    report = _report(wasm_epoch=_entry(2.2), tract_wasm=_entry(5.0), tract_wasm_epoch=_entry(6.5))
     ratios = bench.ratios(report)
     assert ratios["tract_wasm_vs_wasm"] == pytest.approx(2.5)
-    assert ratios["tract_wasm_vs_wasm_noepoch"] == pytest.approx(4.0 / 1.9)
-    assert ratios["epoch_cost_tract_wasm"] == pytest.approx(1.25)
-    assert ratios["epoch_cost_wasm"] == pytest.approx(2.0 / 1.9)
+    assert ratios["tract_wasm_vs_wasm_epoch"] == pytest.approx(6.5 / 2.2)
+    assert ratios["epoch_cost_tract_wasm"] == pytest.approx(1.3)
+    assert ratios["epoch_cost_wasm"] == pytest.approx(1.1)
     assert bench.ratios(_report())["tract_wasm_vs_wasm"] is None  # not measured: no ratio
     record = Console(record=True, width=200)
     bench.render(report, record)
@@ -228,7 +228,7 @@ def test_every_wasm_engine_reports_its_flags():
     for engine in bench.ENGINES:
         flags = bench.engine_flags(engine)
         if engine in bench.WASM_ENGINES:
-            assert flags["epoch_interruption"] is ("noepoch" not in engine)
+            assert flags["epoch_interruption"] is engine.endswith("_epoch")
             assert flags["relaxed_simd"] is True and flags["cranelift_opt_level"] == "speed"
         else:
             assert flags is None
@@ -242,7 +242,7 @@ def test_without_the_peer_the_tract_columns_say_why(tmp_path):
                     console=Console(record=True), out=Console(record=True))
     report = json.loads(out_json.read_text())
     assert report["tract_wasm"]["available"] is False and "--no-tract" in report["tract_wasm"]["note"]
-    assert report["tract_wasm"]["engine_flags"]["epoch_interruption"] is True
+    assert report["tract_wasm"]["engine_flags"]["epoch_interruption"] is False
 
 
 # A stand-in for the tract peer: writes /io/output0.npy (float32 [[1, 2]]) and
@@ -312,5 +312,5 @@ def test_a_peer_reporting_the_wrong_number_of_runs_is_an_error(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(bench_worker.StepError, match="reported 2 timings for 5 runs"):
-        bench_worker.step_wasi({"cwasm": str(cwasm), "epoch": True, "flavor": "tract", "runs": 5, "outputs": 1,
+        bench_worker.step_wasi({"cwasm": str(cwasm), "epoch": False, "flavor": "tract", "runs": 5, "outputs": 1,
                                 "onnx": str(tmp_path / "model.onnx"), "inputs": []}, out_dir)

@@ -11,6 +11,7 @@ import pytest
 import wasmtime
 
 from tests.wasm_modules import SLEEPER, spewer, write_module
+from wasmforge import runner
 from wasmforge.errors import UserError
 from wasmforge.paths import ROOT
 from wasmforge.run import parse_limits
@@ -44,8 +45,44 @@ def test_endless_loop_hits_the_time_limit(tmp_path):
     assert info.value.exit_code == 1
 
 
+def test_the_time_limit_is_a_kill_and_the_next_run_gets_a_new_sandbox(tmp_path):
+    """No epoch interruption in the runner's engine (it would cost the kernels up to
+    17%): a computing module is stopped by the wall clock killing its sandbox
+    process, and the next run starts a new one."""
+    looping = module(tmp_path, '(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))',
+                     time_limit=0.5)
+    first = looping._state["child"].process
+    with pytest.raises(WasmRunError, match="time limit exceeded"):
+        looping.info()
+    assert first.poll() is not None and looping._state["child"] is None
+    with pytest.raises(WasmRunError, match="time limit exceeded"):
+        looping.info()
+    assert looping._state["child"] is None
+    looping.close()
+
+
+def test_the_runner_engine_has_no_epoch_check(tmp_path):
+    """With epoch interruption on, a deadline already reached would stop the loop at its
+    first check; the runner's engine runs it to its end."""
+    engine = runner.new_engine()
+    wat = """(module (func (export "count") (result i32) (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get $i) (i32.const 1000))))
+        (local.get $i)))"""
+    store = wasmtime.Store(engine)
+    instance = wasmtime.Instance(store, wasmtime.Module(engine, wasmtime.wat2wasm(wat)), [])
+    assert instance.exports(store)["count"](store) == 1000
+    checked = runner.new_engine(epoch_interruption=True)
+    store = wasmtime.Store(checked)
+    store.set_epoch_deadline(1)
+    checked.increment_epoch()
+    instance = wasmtime.Instance(store, wasmtime.Module(checked, wasmtime.wat2wasm(wat)), [])
+    with pytest.raises(wasmtime.Trap):
+        instance.exports(store)["count"](store)
+
+
 def test_endless_output_hits_the_time_limit(tmp_path):
-    """A loop that keeps calling WASI is stopped too (the epoch check is in the loop)."""
+    """A loop that keeps calling WASI is stopped too."""
     body = print_then(1, "spam\n", "(br $l)")
     chatty = module(tmp_path, f"""(module {FD_WRITE} (memory (export "memory") 1)
         (data (i32.const 16) "spam\\n")
@@ -186,8 +223,8 @@ def test_embedded_modules_take_no_params_file(tmp_path):
 
 
 def test_a_module_blocked_in_a_host_call_stops_at_the_time_limit(tmp_path):
-    """poll_oneoff asked to sleep a day: no wasm code runs, so no epoch check fires;
-    the wall clock kills the sandbox process."""
+    """poll_oneoff asked to sleep a day: no wasm code runs; the wall clock kills the
+    sandbox process all the same."""
     sleeper = WasmModel(write_module(tmp_path / "sleep.wasm", SLEEPER), time_limit=1.0)
     for _ in range(2):  # and again, from a restarted sandbox (the module compiled again)
         started = time.monotonic()

@@ -9,9 +9,10 @@ its peak RSS is its own:
 - `tract_wasm`: the peer, tract's ONNX runtime built for wasm32-wasip1 with
   simd128 (wasmforge/peers.py), under the same engine configuration, timed
   inside its module too;
-- `wasm_noepoch` / `tract_wasm_noepoch`: both again with wasmtime's epoch
-  interruption off (the runner needs it for its deadline; its cost differs
-  between the two kinds of code, so both settings are shown);
+- `wasm_epoch` / `tract_wasm_epoch`: both again with wasmtime's epoch
+  interruption on (the runner does without it: its time limit is a wall-clock
+  kill; what an in-process deadline would cost differs between the two kinds
+  of code, so both settings are shown);
 - `ort_1t` / `ort_all`: onnxruntime's CPU provider with 1 intra-op thread and
   with every usable core;
 - `tvm_native`: the same Relax lowering and plan as the wasm build, kernels
@@ -70,23 +71,23 @@ DEFAULT_ROUNDS = 3
 SEED = 0
 # The order of one round: the engines take turns, so a noisy stretch of the
 # machine is spread over all of them instead of landing on one.
-ENGINES = ("wasm", "tract_wasm", "ort_1t", "ort_all", "tvm_native", "wasm_noepoch", "tract_wasm_noepoch")
+ENGINES = ("wasm", "tract_wasm", "ort_1t", "ort_all", "tvm_native", "wasm_epoch", "tract_wasm_epoch")
 LABELS = {
     "wasm": "wasm",
-    "wasm_noepoch": "wasm, no epoch",
+    "wasm_epoch": "wasm, epoch",
     "tract_wasm": "tract wasm",
-    "tract_wasm_noepoch": "tract wasm, no epoch",
+    "tract_wasm_epoch": "tract wasm, epoch",
     "ort_1t": "ORT 1 thread",
     "ort_all": "ORT all cores",
     "tvm_native": "TVM native",
 }
 # The wasm engines: which module, and whether wasmtime's epoch interruption
-# (the runner's deadline) is on. Everything else is runner.new_engine's config.
+# is on (off in the runner). Everything else is runner.new_engine's config.
 WASM_ENGINES = {
-    "wasm": ("wasmforge", True),
-    "wasm_noepoch": ("wasmforge", False),
-    "tract_wasm": ("tract", True),
-    "tract_wasm_noepoch": ("tract", False),
+    "wasm": ("wasmforge", False),
+    "wasm_epoch": ("wasmforge", True),
+    "tract_wasm": ("tract", False),
+    "tract_wasm_epoch": ("tract", True),
 }
 TRACT_VERSION = "tract-onnx 0.22.5"
 # Fields every engine entry has (None where they do not apply or the engine did not run).
@@ -285,7 +286,7 @@ def ratio(a: dict, b: dict) -> float | None:
 def ratios(report: dict) -> dict:
     wasm, ort_1t, ort_all, native = (report[e] for e in ("wasm", "ort_1t", "ort_all", "tvm_native"))
     empty = empty_engine()
-    tract, tract_off, wasm_off = (report.get(e, empty) for e in ("tract_wasm", "tract_wasm_noepoch", "wasm_noepoch"))
+    tract, tract_on, wasm_on = (report.get(e, empty) for e in ("tract_wasm", "tract_wasm_epoch", "wasm_epoch"))
     return {
         "wasm_vs_ort_1t": ratio(wasm, ort_1t),
         "wasm_vs_ort_all": ratio(wasm, ort_all),
@@ -294,11 +295,11 @@ def ratios(report: dict) -> dict:
         "ort_1t_vs_ort_all": ratio(ort_1t, ort_all),
         # > 1: tract is slower; same engine configuration on both sides
         "tract_wasm_vs_wasm": ratio(tract, wasm),
-        "tract_wasm_vs_wasm_noepoch": ratio(tract_off, wasm_off),
+        "tract_wasm_vs_wasm_epoch": ratio(tract_on, wasm_on),
         "tract_wasm_vs_ort_1t": ratio(tract, ort_1t),
-        # what the epoch deadline costs each kind of code (> 1: slower with it)
-        "epoch_cost_wasm": ratio(wasm, wasm_off),
-        "epoch_cost_tract_wasm": ratio(tract, tract_off),
+        # what an epoch deadline would cost each kind of code (> 1: slower with it)
+        "epoch_cost_wasm": ratio(wasm_on, wasm),
+        "epoch_cost_tract_wasm": ratio(tract_on, tract),
     }
 
 
@@ -352,7 +353,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
     notes = report["notes"]
     notes.extend(_reference_input_notes(directory, inputs))
     if params_path is not None:
-        notes.append("wasm, no epoch: skipped for an --external-params module")
+        notes.append("wasm, epoch: skipped for an --external-params module")
     tract_wasm, tract_note = _tract_peer(tract, console)
     if tract_note:
         notes.append(tract_note)
@@ -380,7 +381,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
             compiled = {}
             for engine, (flavor, epoch) in WASM_ENGINES.items():
                 module = str(wasm_path) if flavor == "wasmforge" else tract_wasm
-                if module is None or (engine == "wasm_noepoch" and params_path is not None):
+                if module is None or (engine == "wasm_epoch" and params_path is not None):
                     continue
                 compiled[engine] = prepare("wasm-compile", f"{engine}-compile", f"{LABELS[engine]}: precompile",
                                            {"wasm": module, "epoch": epoch})
@@ -419,7 +420,7 @@ def bench(model: str, runs: int = DEFAULT_RUNS, json_path: str | None = None, on
         report[engine] = entry
     report["wasm"] = {"instantiate_ms": None, "linear_memory_bytes": None, **report["wasm"],
                       "wasm_bytes": wasm_path.stat().st_size, "compile_ms": compiled["wasm"].result.get("compile_ms")}
-    for engine in ("tract_wasm", "tract_wasm_noepoch"):
+    for engine in ("tract_wasm", "tract_wasm_epoch"):
         if report[engine]["available"]:
             report[engine]["version"] = f"{TRACT_VERSION} (wasm32-wasip1, simd128) on wasmtime {report[engine]['version']}"
             report[engine]["compile_ms"] = compiled[engine].result.get("compile_ms")
@@ -644,13 +645,13 @@ def render(report: dict, out: Console) -> None:
     out.print(f"[bold]wasm / ORT-1T {_times(ratios_['wasm_vs_ort_1t'])}[/bold], wasm / TVM native "
               f"{_times(ratios_['wasm_vs_tvm_native'])}, wasm / ORT all cores {_times(ratios_['wasm_vs_ort_all'])}, "
               f"TVM native / ORT-1T {_times(ratios_['tvm_native_vs_ort_1t'])}")
-    if ratios_.get("tract_wasm_vs_wasm") is not None or ratios_.get("tract_wasm_vs_wasm_noepoch") is not None:
+    if ratios_.get("tract_wasm_vs_wasm") is not None or ratios_.get("tract_wasm_vs_wasm_epoch") is not None:
         out.print(f"[bold]tract wasm / wasm {_times(ratios_['tract_wasm_vs_wasm'])}[/bold] (epoch interruption "
-                  f"on for both; off for both: {_times(ratios_['tract_wasm_vs_wasm_noepoch'])}); epoch "
-                  f"interruption costs wasm {_times(ratios_['epoch_cost_wasm'])}, tract wasm "
+                  f"off for both, as the runner runs; on for both: {_times(ratios_['tract_wasm_vs_wasm_epoch'])}); "
+                  f"epoch interruption would cost wasm {_times(ratios_['epoch_cost_wasm'])}, tract wasm "
                   f"{_times(ratios_['epoch_cost_tract_wasm'])}")
-    out.print("[dim]wasm engines: wasmtime (Cranelift opt speed, relaxed SIMD on; epoch interruption on unless "
-              "'no epoch'), 1 thread, precompiled, timed inside the module; tract wasm loads the ONNX inside its "
+    out.print("[dim]wasm engines: wasmtime (Cranelift opt speed, relaxed SIMD on; epoch interruption off, as in "
+              "the runner, unless 'epoch'), 1 thread, precompiled, timed inside the module; tract wasm loads the ONNX inside its "
               "module (load = its model optimisation). The others are timed "
               "around the call in Python. TVM native: the same plan, kernels compiled for the host CPU, 1 thread. "
               "load: instantiate / session creation / library + plan setup. RSS: peak of the engine's own "
@@ -658,9 +659,9 @@ def render(report: dict, out: Console) -> None:
               "reference.[/dim]")
     roof = report.get("roofline")
     if roof:
-        out.print(f"wasm SIMD peak (roofline microkernel): relaxed_madd {roof['epoch_on']['relaxed_madd']:.1f} "
-                  f"GFLOP/s, mul+add {roof['epoch_on']['mul_add']:.1f} GFLOP/s (epoch interruption off: "
-                  f"{roof['epoch_off']['relaxed_madd']:.1f} / {roof['epoch_off']['mul_add']:.1f}); model "
+        out.print(f"wasm SIMD peak (roofline microkernel): relaxed_madd {roof['epoch_off']['relaxed_madd']:.1f} "
+                  f"GFLOP/s, mul+add {roof['epoch_off']['mul_add']:.1f} GFLOP/s (epoch interruption on: "
+                  f"{roof['epoch_on']['relaxed_madd']:.1f} / {roof['epoch_on']['mul_add']:.1f}); model "
                   f"{(report.get('model_flops') or 0) / 1e9:.3g} GFLOP per inference (Conv/Gemm/MatMul)")
     for engine in ENGINES:
         if report.get(engine, {}).get("error"):

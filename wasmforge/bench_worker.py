@@ -14,7 +14,7 @@ Steps:
   wasm-compile  compile the .wasm with wasmtime and serialize it (`.cwasm`)
   wasm          deserialize the precompiled module and run it (`--repeat`)
   wasi          a precompiled WASI command without the runner: this project's
-                module with epoch interruption off, or the tract peer
+                module with epoch interruption on, or the tract peer
   roofline      the machine's wasm SIMD peak (wasmforge/roofline.py)
   tvm-compile   ONNX -> Relax (as for the wasm build) -> kernels for the host
                 CPU, exported as a shared library with the plan and params
@@ -166,7 +166,7 @@ def step_wasm_compile(request: dict, out_dir: Path) -> dict:
 
     from wasmforge.runner import new_engine
 
-    engine = new_engine(epoch_interruption=request.get("epoch", True))
+    engine = new_engine(epoch_interruption=request.get("epoch", False))
     emit(kind="phase", text="compiling with Cranelift")
     started = time.perf_counter()
     try:
@@ -264,8 +264,8 @@ def run_wasi(request: dict, args: list[str], io_dir: Path) -> tuple[str, str]:
     """One `_start` of a precompiled WASI command with `io_dir` as /io; (stdout, stderr).
 
     The engine is the runner's, with or without epoch interruption as the
-    request says; with it, a timer ends the run after the time limit as in the
-    runner, so both settings pay what they would pay in use."""
+    request says; with it, a timer ends the run after the time limit, so the
+    setting pays what an in-process deadline would pay in use."""
     import threading
 
     import wasmtime

@@ -1,12 +1,16 @@
 """`python -m wasmforge.sandbox`: the child process in which `runner.WasmModel` runs a module.
 
-Why a child process: wasmtime's epoch deadline stops a module only while wasm
-code runs. A module blocked inside a WASI host call (`poll_oneoff` asked to
-sleep a day, a read that never returns) never reaches the next epoch check, so
-the parent keeps a wall clock of its own and kills this process when the time
-limit (plus a short grace) has passed. The compiled module lives here and is
-reused across runs; each run gets a fresh store and instance (a WASI command's
-`_start` runs once per instance).
+Why a child process: the time limit is the parent's wall clock, which kills
+this process when a run has taken `time_limit` seconds, whatever the module is
+doing (computing, or blocked inside a WASI host call: `poll_oneoff` asked to
+sleep a day, a read that never returns). The engine has no epoch interruption:
+its check at every loop head costs the kernels 3-17% (Cranelift keeps every
+loop-carried vector in memory across the check's runtime call; measured in
+docs/performance-notes.md), and the kill stops everything the check would,
+and host calls besides. The compiled module lives here and is reused across
+runs; each run gets a fresh store and instance (a WASI command's `_start` runs
+once per instance); after a kill the parent starts a new child, which compiles
+the module again.
 
 Protocol: one JSON request per line on stdin, one JSON answer per line on
 stdout. The module's own stdout and stderr are the FIFOs the parent names in
@@ -34,12 +38,13 @@ WASM_PAGE = 65536
 MODEL_DIR = "/model"
 
 
-def new_engine(epoch_interruption: bool = True) -> wasmtime.Engine:
+def new_engine(epoch_interruption: bool = False) -> wasmtime.Engine:
     """The one engine configuration for running wasmforge modules (precompiled
     modules only load into an engine configured the same way). The bench also
-    measures with `epoch_interruption=False`, to show what the deadline costs."""
+    measures with `epoch_interruption=True`, to show what an in-process deadline
+    would cost (the tract peer pays more for it than this project's kernels)."""
     config = wasmtime.Config()
-    config.epoch_interruption = epoch_interruption  # lets a timer stop a runaway module
+    config.epoch_interruption = epoch_interruption
     config.cranelift_opt_level = "speed"
     # The kernels use f32x4.relaxed_madd (FMA); wasmtime enables relaxed SIMD by
     # default, said explicitly so a changed default cannot break the modules.
@@ -51,7 +56,7 @@ def wasi_store(engine: wasmtime.Engine, io_dir: Path, args: list[str], memory_li
                model_dir: Path | None = None, stdout: str | None = None,
                stderr: str | None = None) -> tuple[wasmtime.Store, wasmtime.Linker]:
     """A fresh store and WASI linker for one run: at most `memory_limit` bytes of memory,
-    stopped by the engine's next epoch, argv `model.wasm *args`, `io_dir` as /io,
+    stopped by the engine's next epoch if it has epoch interruption, argv `model.wasm *args`, `io_dir` as /io,
     `model_dir` (if given) read-only as /model, and stdout/stderr written to the
     paths given (FIFOs, from the parent), by default io_dir/.stdout and io_dir/.stderr."""
     store = wasmtime.Store(engine)
@@ -127,11 +132,8 @@ class Sandbox:
         store, linker = wasi_store(self.engine, Path(request["io_dir"]), request["args"], memory_limit,
                                    model_dir=model_dir, stdout=request["stdout"], stderr=request["stderr"])
         answer = {"exit_code": 0, "trap": None, "instantiate_ms": None, "memory_bytes": 0}
-        timer = threading.Timer(time_limit, self.engine.increment_epoch)
-        timer.daemon = True
-        timer.start()
         instance = None
-        try:
+        try:  # no deadline here: the parent kills this process at the time limit
             started = time.perf_counter()
             instance = linker.instantiate(store, self.module)
             answer["instantiate_ms"] = (time.perf_counter() - started) * 1e3
@@ -141,8 +143,6 @@ class Sandbox:
             answer["exit_code"] = exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # the latter: e.g. memory at instantiation
             answer["trap"] = describe_trap(exc, time_limit, memory_limit)
-        finally:
-            timer.cancel()
         if instance is not None:
             for export in instance.exports(store).values():
                 if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
