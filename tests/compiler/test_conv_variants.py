@@ -8,18 +8,7 @@ import pytest
 
 from wasmforge.compiler import conv_variants, optimize
 
-
-def conv_relu(ic: int, oc: int, h: int, w: int):
-    """A blocked 1x1 conv + bias + relu PrimFunc, as optimize.fuse() makes them."""
-    from tvm import te
-
-    data = te.placeholder((1, ic // 8, h, w, 8), name="data")
-    weight = te.placeholder((oc // 8, ic // 8, 1, 1, 8, 8), name="weight")
-    bias = te.placeholder((1, oc // 8, 1, 1, 8), name="bias")
-    conv = optimize._conv2d_nchwc(data, weight, (1, 1), (0, 0, 0, 0), (1, 1))
-    add = te.compute(conv.shape, lambda n, o, y, x, c: conv[n, o, y, x, c] + bias[n, o, 0, 0, c], name="add")
-    relu = te.compute(conv.shape, lambda *i: te.max(add(*i), 0.0), name="relu")
-    return te.create_prim_func([data, weight, bias, relu])
+from .convs import conv_bias_relu
 
 
 def expected(data, weight, bias):
@@ -56,7 +45,7 @@ def test_not_a_conv_gives_no_variants():
 def test_every_variant_computes_the_convolution():
     import tvm
 
-    func = conv_relu(16, 32, 4, 8)
+    func = conv_bias_relu(16, 32, 4, 8)
     found = conv_variants.variants(func)
     labels = [label for label, _ in found]
     assert labels[0] == "tile=4 blocks=1 unroll=4"
@@ -79,7 +68,7 @@ def test_a_variant_replays_from_its_trace(index):
     import tvm
     from tvm import s_tir
 
-    func = conv_relu(16, 32, 4, 8)
+    func = conv_bias_relu(16, 32, 4, 8)
     label, sch = conv_variants.variants(func)[index]
     replayed = s_tir.Schedule(tvm.IRModule({"main": func}))
     sch.trace.apply_to_schedule(replayed, remove_postproc=False)

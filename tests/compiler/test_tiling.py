@@ -7,25 +7,12 @@ import pytest
 
 from wasmforge.compiler import optimize, tiling, wasm_measure
 
+from .convs import conv_bias_relu
+
 
 @pytest.mark.parametrize(("block", "step"), [(8, 4), (16, 4), (4, 4), (3, 3), (6, 6), (1, 1)])
 def test_step_channels_is_four_where_it_divides_the_block(block, step):
     assert tiling.step_channels(block) == step
-
-
-def conv_bias_relu(ic_block: int, channels: int, size: int, kernel: int, stride: int):
-    """A blocked conv + bias + relu PrimFunc like optimize.fuse() makes: `channels`
-    input channels in blocks of `ic_block`, one output block of 8."""
-    from tvm import te
-
-    data = te.placeholder((1, channels // ic_block, size, size, ic_block), name="data")
-    weight = te.placeholder((1, channels // ic_block, kernel, kernel, ic_block, 8), name="weight")
-    bias = te.placeholder((1, 1, 1, 1, 8), name="bias")
-    pad = kernel // 2
-    conv = optimize._conv2d_nchwc(data, weight, (stride, stride), (pad, pad, pad, pad), (1, 1))
-    add = te.compute(conv.shape, lambda n, o, y, x, c: conv[n, o, y, x, c] + bias[n, o, 0, 0, c], name="add")
-    relu = te.compute(conv.shape, lambda *i: te.max(add(*i), 0.0), name="relu")
-    return te.create_prim_func([data, weight, bias, relu])
 
 
 def _schedule(func):
@@ -40,7 +27,7 @@ def _schedule(func):
 def test_the_conv_reduction_steps_through_four_channels_at_a_time():
     from tvm import tirx
 
-    sch = _schedule(conv_bias_relu(8, 16, 8, 1, 1))
+    sch = _schedule(conv_bias_relu(16, 8, 8))
     *_, step_loop, channel_step, pixels, lanes = sch.get_loops(sch.get_sblock("conv2d_NCHWc_update"))
     assert int(sch.get(step_loop).extent) == 2 and sch.get(step_loop).kind == tirx.ForKind.SERIAL
     assert int(sch.get(channel_step).extent) == 4 and sch.get(channel_step).kind == tirx.ForKind.UNROLLED
@@ -50,7 +37,7 @@ def test_the_conv_reduction_steps_through_four_channels_at_a_time():
 def test_the_tile_store_has_no_rolled_loop():
     from tvm import tirx
 
-    sch = _schedule(conv_bias_relu(8, 16, 8, 1, 1))
+    sch = _schedule(conv_bias_relu(16, 8, 8))
     store = sch.get_child_blocks(sch.get_sblock("root"))[-1]
     *_, pixels, lanes = sch.get_loops(store)
     assert sch.get(pixels).kind == tirx.ForKind.UNROLLED
@@ -70,7 +57,7 @@ def test_a_stem_conv_does_not_zero_its_tile_with_memset_calls(tmp_path, monkeypa
         return served(self, dst, value, size)
 
     monkeypatch.setattr(wasm_measure.WasmKernel, "_memset", counted)
-    func = optimize.hand_schedule(conv_bias_relu(3, 3, 32, 7, 2))
+    func = optimize.hand_schedule(conv_bias_relu(3, 8, 32, kernel=7, stride=2, ic_block=3))
     assert func is not None
     kernel = wasm_measure.WasmKernel(wasm_measure.link_kernel(func, out_dir=tmp_path), wasm_measure.arg_specs(func))
     kernel.call()
