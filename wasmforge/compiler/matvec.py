@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from .tiling import first_divisor, schedule_if
+from .tiling import first_divisor, schedule_if, unroll_tile_store
 
 MATMUL_BLOCK = "matmul"
 LANES = 4  # f32 lanes per v128
@@ -61,9 +61,8 @@ def _schedule(sch: s_tir.Schedule, blocks: list) -> None:
         store = sch.cache_write(matmul, 0, "local")
     sch.reverse_compute_at(store, jo)
     # Constant indices into the accumulator tile (everything unrolled): LLVM keeps it in registers.
-    store_out, store_in = sch.split(sch.get_loops(store)[-1], [None, LANES])
-    sch.unroll(store_out)
-    sch.vectorize(store_in)
+    sch.split(sch.get_loops(store)[-1], [None, LANES])
+    unroll_tile_store(sch, store, jo)
     sch.unroll(ju)
     sch.vectorize(jv)
     init = sch.decompose_reduction(matmul, k)
