@@ -13,6 +13,18 @@ from .convs import conv_bias_relu
 @pytest.mark.parametrize(("block", "step"), [(8, 4), (16, 4), (4, 4), (3, 3), (6, 6), (1, 1)])
 def test_step_channels_is_four_where_it_divides_the_block(block, step):
     assert tiling.step_channels(block) == step
+    assert tiling.step_channels(block, tile=8) == tiling.step_channels(block, tile=4) == step
+
+
+@pytest.mark.parametrize("block", [8, 3])
+def test_a_seven_wide_tile_takes_whole_blocks(block):
+    assert tiling.step_channels(block, tile=7) == block
+
+
+@pytest.mark.parametrize(("width", "tile"), [(56, 8), (112, 8), (28, 7), (14, 7), (7, 7), (12, 4), (54, 6),
+                                             (55, 5), (27, 3)])
+def test_conv_tiles_prefer_eight_then_seven_pixels(width, tile):
+    assert optimize._ow_tile(width) == tile
 
 
 def _schedule(func):
@@ -32,6 +44,16 @@ def test_the_conv_reduction_steps_through_four_channels_at_a_time():
     assert int(sch.get(step_loop).extent) == 2 and sch.get(step_loop).kind == tirx.ForKind.SERIAL
     assert int(sch.get(channel_step).extent) == 4 and sch.get(channel_step).kind == tirx.ForKind.UNROLLED
     assert sch.get(lanes).kind == tirx.ForKind.VECTORIZED
+    assert int(sch.get(pixels).extent) == 8
+
+
+def test_a_seven_wide_row_steps_through_the_whole_block():
+    from tvm import tirx
+
+    sch = _schedule(conv_bias_relu(16, 8, 7))
+    *_, channel_step, pixels, lanes = sch.get_loops(sch.get_sblock("conv2d_NCHWc_update"))
+    assert int(sch.get(channel_step).extent) == 8 and sch.get(channel_step).kind == tirx.ForKind.UNROLLED
+    assert int(sch.get(pixels).extent) == 7
 
 
 def test_the_tile_store_has_no_rolled_loop():

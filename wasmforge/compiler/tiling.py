@@ -1,5 +1,5 @@
 """What every hand-written kernel schedule does the same way: pick a tile that
-divides the loop, step through input channels 4 at a time, unroll the tile's
+divides the loop, step through input channels 4 (or 8) at a time, unroll the tile's
 store, and schedule a PrimFunc only if it recognises it, keeping TVM's default
 (correct, slower) when the schedule fails."""
 
@@ -15,11 +15,12 @@ Found = TypeVar("Found")
 # Input channels per unrolled step of a conv's reduction (direct or Winograd GEMM).
 # Cranelift keeps every load of a loop body where the wasm has it and emits the
 # multiply-adds at the back edge, so all of a step's input and weight vectors are
-# live at once: a step of 4 channels (4 pixel vectors + 8 weight vectors for a
-# 4-pixel tile) fits x86-64's 16 xmm registers, a step of 8 (24 vectors) spills.
-# Measured as wasm, in the module: ResNet50's 1x1 convs 1.0-1.4x, MobileNetV2's
-# and SqueezeNet's convs 1.15-1.3x faster than whole 8-channel steps.
+# live at once: steps of 4 channels measured 1.15-1.3x faster than whole blocks of
+# 8 for 4-pixel tiles (docs/performance-notes.md). A 7-wide tile is the exception:
+# timed as wasm in the runner's engine (no epoch check), every 7-wide 1x1 conv
+# and Winograd GEMM of ResNet50 was fastest with whole blocks of 8 (1.05-1.10x).
 STEP_CHANNELS = 4
+WHOLE_BLOCK_TILES = (7,)
 
 
 def first_divisor(n: int, preferred: tuple[int, ...], default: int | None = 1) -> int | None:
@@ -30,17 +31,20 @@ def first_divisor(n: int, preferred: tuple[int, ...], default: int | None = 1) -
     return default
 
 
-def step_channels(block: int) -> int:
-    """The rule's input channels per unrolled step for an input-channel block of `block`."""
+def step_channels(block: int, tile: int | None = None) -> int:
+    """The rule's input channels per unrolled step for an input-channel block of `block`
+    and a register tile `tile` wide (pixels, or Winograd tiles)."""
+    if tile in WHOLE_BLOCK_TILES:
+        return block
     return STEP_CHANNELS if block > STEP_CHANNELS and block % STEP_CHANNELS == 0 else block
 
 
-def unroll_steps(sch: s_tir.Schedule, channels, unroll: int | None = None) -> list:
+def unroll_steps(sch: s_tir.Schedule, channels, unroll: int | None = None, tile: int | None = None) -> list:
     """Split a conv's innermost input-channel loop into steps of `unroll` channels
-    (default: STEP_CHANNELS where it divides the block, else the whole block) and
-    unroll the step; the loops, outer first (one loop when no split was needed)."""
+    (default: `step_channels` for a tile `tile` wide) and unroll the step; the loops,
+    outer first (one loop when no split was needed)."""
     extent = int(sch.get(channels).extent)
-    unroll = unroll or step_channels(extent)
+    unroll = unroll or step_channels(extent, tile)
     steps = [channels] if unroll == extent else list(sch.split(channels, [None, unroll]))
     sch.unroll(steps[-1])
     return steps

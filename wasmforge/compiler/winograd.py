@@ -240,8 +240,9 @@ def _schedule_input(sch: s_tir.Schedule) -> None:
 def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: int | None) -> None:
     gemm = sch.get_sblock(GEMM)
     i, j, b, k, y, x, kb, rc, rci = sch.get_loops(gemm)
-    xo, xi = sch.split(x, [None, tile or _gemm_tile(int(sch.get(x).extent))])
-    steps = unroll_steps(sch, rci, unroll)
+    tile = tile or _gemm_tile(int(sch.get(x).extent))
+    xo, xi = sch.split(x, [None, tile])
+    steps = unroll_steps(sch, rci, unroll, tile)
     inner = [xi, kb]
     if blocks > 1:
         k, ki = sch.split(k, [None, blocks])
