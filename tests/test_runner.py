@@ -311,3 +311,13 @@ def test_a_sandbox_killed_from_outside_is_one_error_then_restarted(tmp_path):
     with pytest.raises(WasmRunError, match=r"^the sandbox running m\.wasm died: "):
         model.info()
     assert model.info() == {"inputs": [], "outputs": []}  # a new sandbox, the module compiled again
+
+
+def test_a_module_wasmtime_cannot_compile_is_refused_with_the_cause(tmp_path):
+    """Not just "failed to compile: wasm[0]::function[0]": the innermost cause too."""
+    path = tmp_path / "bad.wasm"
+    path.write_bytes(wasmtime.wat2wasm("(module (func (result i32) i64.const 1))"))
+    with pytest.raises(WasmRunError) as info:
+        WasmModel(path)
+    assert str(info.value) == ("cannot load bad.wasm: failed to compile: wasm[0]::function[0]: Invalid input "
+                               "WebAssembly code at offset 26: type mismatch: expected i32, found i64")

@@ -172,9 +172,9 @@ def step_wasm_compile(request: dict, out_dir: Path) -> dict:
     try:
         module = wasmtime.Module.from_file(engine, request["wasm"])
     except wasmtime.WasmtimeError as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        raise StepError(f"wasmtime cannot compile {Path(request['wasm']).name}: "
-                        f"{lines[0] if lines else type(exc).__name__}") from None
+        from wasmforge.sandbox import describe_error
+
+        raise StepError(f"wasmtime cannot compile {Path(request['wasm']).name}: {describe_error(exc)}") from None
     compile_ms = (time.perf_counter() - started) * 1e3
     cwasm = out_dir / "module.cwasm"
     cwasm.write_bytes(module.serialize())

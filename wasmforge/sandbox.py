@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -80,6 +81,20 @@ def _size(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.4g} {unit}"
     return f"{nbytes} bytes"
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a wasmtime error: its first line and, when it has a cause chain
+    ("Caused by: 0: ... 1: ..."), the innermost cause, which says what went wrong
+    ("failed to compile: wasm[0]::function[40]" alone does not)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "Caused by:" in lines:
+        causes = lines[lines.index("Caused by:") + 1:]
+        if causes:
+            return f"{lines[0]}: {re.sub(r'^[0-9]+: ', '', causes[-1])}"
+    return lines[0]
 
 
 def describe_trap(trap: Exception, time_limit: float, memory_limit: int) -> str:
@@ -175,8 +190,7 @@ def main() -> int:
         try:
             answer = sandbox.load(request) if request["op"] == "load" else sandbox.run(request)
         except (wasmtime.WasmtimeError, OSError) as exc:
-            lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            answer = {"error": lines[0] if lines else type(exc).__name__}
+            answer = {"error": describe_error(exc)}
         answers.write(json.dumps(answer) + "\n")
     return 0
 
