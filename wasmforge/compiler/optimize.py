@@ -49,7 +49,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import clip_ops, depthwise, fastmath, gemm, matvec, ragged, topk, winograd
+from . import clip_ops, depthwise, fastmath, gemm, half, matvec, ragged, topk, winograd
 from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, unroll_tile_store
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
@@ -264,7 +264,7 @@ def fuse(mod: tvm.IRModule, target, notes: list[str] | None = None,
         passes = [relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()]
         passes += cpu.library_dispatch_passes(target)
         passes += [relax.transform.LegalizeOps({"relax.nn.conv2d": legalize, **gemm.LEGALIZE,
-                                                **fastmath.LEGALIZE})]
+                                                **fastmath.LEGALIZE, **half.LEGALIZE})]
         passes += [relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
                    relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(passes)(mod)
