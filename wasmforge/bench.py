@@ -651,8 +651,8 @@ def render(report: dict, out: Console) -> None:
                   f"epoch interruption would cost wasm {_times(ratios_['epoch_cost_wasm'])}, tract wasm "
                   f"{_times(ratios_['epoch_cost_tract_wasm'])}")
     out.print("[dim]wasm engines: wasmtime (Cranelift opt speed, relaxed SIMD on; epoch interruption off, as in "
-              "the runner, unless 'epoch'), 1 thread, precompiled, timed inside the module; tract wasm loads the ONNX inside its "
-              "module (load = its model optimisation). The others are timed "
+              "the runner, unless 'epoch'), 1 thread, precompiled, timed inside the module; tract wasm loads the "
+              "ONNX inside its module (load = its model optimisation). The others are timed "
               "around the call in Python. TVM native: the same plan, kernels compiled for the host CPU, 1 thread. "
               "load: instantiate / session creation / library + plan setup. RSS: peak of the engine's own "
               "process. max abs diff: against ORT 1 thread, itself checked against the build's recorded "

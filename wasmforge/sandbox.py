@@ -57,9 +57,10 @@ def wasi_store(engine: wasmtime.Engine, io_dir: Path, args: list[str], memory_li
                model_dir: Path | None = None, stdout: str | None = None,
                stderr: str | None = None) -> tuple[wasmtime.Store, wasmtime.Linker]:
     """A fresh store and WASI linker for one run: at most `memory_limit` bytes of memory,
-    stopped by the engine's next epoch if it has epoch interruption, argv `model.wasm *args`, `io_dir` as /io,
-    `model_dir` (if given) read-only as /model, and stdout/stderr written to the
-    paths given (FIFOs, from the parent), by default io_dir/.stdout and io_dir/.stderr."""
+    stopped by the engine's next epoch (if it has epoch interruption), argv
+    `model.wasm *args`, `io_dir` as /io, `model_dir` (if given) read-only as /model,
+    and stdout/stderr written to the paths given (FIFOs, from the parent), by default
+    io_dir/.stdout and io_dir/.stderr."""
     store = wasmtime.Store(engine)
     store.set_limits(memory_size=memory_limit)
     store.set_epoch_deadline(1)
