@@ -49,7 +49,7 @@ from tvm import relax, s_tir, te, tirx, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
-from . import clip_ops, depthwise, fastmath, gemm, half, matvec, ragged, topk, winograd
+from . import clip_ops, depthwise, fastmath, gemm, half, matvec, pool, ragged, topk, winograd
 from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, unroll_tile_store
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
@@ -306,7 +306,7 @@ def schedules() -> tuple:
     """Tried in order on every unscheduled PrimFunc; the first that recognises it wins
     (looked up at each call, so each module's function can be replaced in tests)."""
     return (schedule_conv, winograd.schedule, depthwise.schedule, gemm.schedule_gemm, matvec.schedule,
-            fastmath.schedule_softmax)
+            fastmath.schedule_softmax, pool.schedule)
 
 
 def hand_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
