@@ -429,7 +429,7 @@ class WasmModel:
             request = {"op": "run", "args": args, "io_dir": str(io_dir),
                        "model_dir": str(model_dir) if model_dir else None,
                        "stdout": str(fifo_dir / "stdout"), "stderr": str(fifo_dir / "stderr"),
-                       "memory_limit": self.memory_limit, "time_limit": self.time_limit,
+                       "memory_limit": self.memory_limit,
                        "file_limit": self.memory_limit + (1 << 20), "instantiate_only": instantiate_only}
             deadline = time.monotonic() + self.time_limit
             writers = fds[1::2]

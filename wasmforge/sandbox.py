@@ -98,10 +98,8 @@ def describe_error(exc: Exception) -> str:
     return lines[0]
 
 
-def describe_trap(trap: Exception, time_limit: float, memory_limit: int) -> str:
+def describe_trap(trap: Exception, memory_limit: int) -> str:
     text = str(trap)
-    if getattr(trap, "trap_code", None) == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
-        return f"time limit exceeded ({time_limit:g} s)"
     if "exceeds memory limits" in text:  # a memory or table wasmtime refused to create
         return f"memory limit exceeded ({_size(memory_limit)})"
     # wasmtime's text is "error while executing at wasm backtrace: ... Caused
@@ -140,7 +138,7 @@ class Sandbox:
         }
 
     def run(self, request: dict) -> dict:
-        time_limit, memory_limit = request["time_limit"], request["memory_limit"]
+        memory_limit = request["memory_limit"]
         # A module cannot write a file larger than its memory could hold (its
         # outputs come from there): bounds what it leaves in /io.
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["file_limit"], resource.RLIM_INFINITY))
@@ -158,7 +156,7 @@ class Sandbox:
         except wasmtime.ExitTrap as exc:
             answer["exit_code"] = exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # the latter: e.g. memory at instantiation
-            answer["trap"] = describe_trap(exc, time_limit, memory_limit)
+            answer["trap"] = describe_trap(exc, memory_limit)
         if instance is not None:
             for export in instance.exports(store).values():
                 if isinstance(export, wasmtime.Memory):  # never shrinks: this is its peak
