@@ -5,8 +5,8 @@ its own alternating rounds) and ends with this table: median times of every
 engine, the ratios the project is judged by (wasm / onnxruntime 1 thread,
 tract wasm / wasm, both with epoch interruption off, as in the runner), and
 the wasm module's throughput against the wasm SIMD peak measured in the same
-model's run. The
-README's performance table is this table's Markdown form (`markdown`).
+model's run. The README's performance table is this table's Markdown form
+(`markdown`).
 """
 
 from __future__ import annotations

@@ -12,11 +12,9 @@ So tune.py times every variant of each conv workload as wasm
 (wasm_measure.py) and records the fastest as an ordinary MetaSchedule tuning
 record (the schedule's trace), which the build applies like any other.
 
-Only variants with at most MAX_ACCUMULATORS vector accumulators that divide
-their loops evenly are offered. (The bound keeps the search small; it is not a
-register fit: under the runner's engine, with epoch interruption, the
-accumulators live in stack slots between iterations anyway, and what spills
-is the step's loaded vectors; docs/performance-notes.md.)
+Only variants with at most MAX_ACCUMULATORS vector accumulators (x86-64's 16
+xmm registers: the runner's engine has no epoch check, so accumulators stay in
+registers) that divide their loops evenly are offered.
 """
 
 from __future__ import annotations

@@ -82,14 +82,12 @@ LEGALIZE = {"relax.matmul": legalize_matmul}
 
 def _tile(m: int, n: int) -> tuple[int, int]:
     """(MR rows, NB column panels) of the register tile. 8 x 8 (16 accumulators) where
-    M allows: under wasmtime the accumulators live in memory between iterations
-    anyway (the epoch check's call clobbers every vector register at the loop head),
-    so what counts is the loads per multiply-add: one step of 4 k loads 8 weight
-    vectors and 8 A vectors for 64 multiply-adds. Measured as wasm on
-    minilm-synth's projections 1.2-1.5x faster than 4 x 8 in the harness, whole
-    inference 0.71x (docs/performance-notes.md). Fewer rows take more panels (up
-    to 8-10 accumulators), so that a GEMV (M = 1, a classifier head) still has
-    independent multiply-add chains."""
+    M allows: one step of 4 k loads 8 weight vectors and 8 A vectors for 64
+    multiply-adds. Measured as wasm on minilm-synth, whole inference: 0.71x the
+    time of 4 x 8 in an engine with epoch interruption, 0.79x (64.4 vs 81.0 ms) in
+    the runner's engine without it (docs/performance-notes.md). Fewer rows take
+    more panels (up to 8-10 accumulators), so that a GEMV (M = 1, a classifier
+    head) still has independent multiply-add chains."""
     mr = next(r for r in (8, 4, 2, 3, 1) if m % r == 0)
     panels = n // NR
     choices = {8: (1,), 4: (1,), 3: (1,), 2: (2, 1), 1: (4, 5, 3, 2, 1)}[mr]
