@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from wasmforge import reference
@@ -35,3 +36,16 @@ def assert_matches_onnxruntime(model: onnx.ModelProto, path: Path, cases: int = 
         assert comparison.ok, comparison
         assert comparison.max_abs_diff < 1e-4
     return plan
+
+
+def run_native(mod, inputs: list[np.ndarray], out_shape) -> np.ndarray:
+    """Build `mod` (a PrimFunc or an IRModule holding one) for the host and call it on
+    `inputs`; its float32 output of `out_shape`."""
+    import tvm
+
+    if isinstance(mod, tvm.tirx.PrimFunc):
+        mod = tvm.IRModule({"main": mod})
+    kernel = tvm.tirx.build(mod, tvm.target.Target("llvm"))
+    out = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    kernel(*(tvm.runtime.tensor(a) for a in inputs), out)
+    return out.numpy()

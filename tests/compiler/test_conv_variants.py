@@ -9,6 +9,7 @@ import pytest
 from wasmforge.compiler import conv_variants, optimize
 
 from .convs import conv_bias_relu
+from .native_checks import run_native
 
 
 def expected(data, weight, bias):
@@ -44,8 +45,6 @@ def test_not_a_conv_gives_no_variants():
 
 
 def test_every_variant_computes_the_convolution():
-    import tvm
-
     func = conv_bias_relu(16, 32, 4, 8)
     found = conv_variants.variants(func)
     labels = [label for label, _ in found]
@@ -57,10 +56,8 @@ def test_every_variant_computes_the_convolution():
     bias = rng.standard_normal((1, 4, 1, 1, 8)).astype(np.float32)
     want = expected(data, weight, bias)
     for label, sch in found:
-        kernel = tvm.tirx.build(sch.mod, tvm.target.Target("llvm"))
-        out = tvm.runtime.tensor(np.zeros(want.shape, np.float32))
-        kernel(*(tvm.runtime.tensor(a) for a in (data, weight, bias)), out)
-        np.testing.assert_allclose(out.numpy(), want, rtol=1e-4, atol=1e-4, err_msg=label)
+        out = run_native(sch.mod, [data, weight, bias], want.shape)
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4, err_msg=label)
 
 
 @pytest.mark.parametrize("index", [1, 5])
@@ -77,7 +74,6 @@ def test_a_variant_replays_from_its_trace(index):
 
 
 def test_every_winograd_variant_computes_the_convolution():
-    import tvm
     from tvm import te
 
     from wasmforge.compiler import winograd
@@ -100,7 +96,5 @@ def test_every_winograd_variant_computes_the_convolution():
     want_blocked = want.reshape(1, 2, 8, 8, 8).transpose(0, 1, 3, 4, 2)
     x_blocked = x.reshape(1, 2, 8, 8, 8).transpose(0, 1, 3, 4, 2).copy()
     for label, sch in found:
-        kernel = tvm.tirx.build(sch.mod, tvm.target.Target("llvm"))
-        out = tvm.runtime.tensor(np.zeros(want_blocked.shape, np.float32))
-        kernel(tvm.runtime.tensor(x_blocked), tvm.runtime.tensor(u), out)
-        np.testing.assert_allclose(out.numpy(), want_blocked, rtol=1e-3, atol=1e-3, err_msg=label)
+        out = run_native(sch.mod, [x_blocked, u], want_blocked.shape)
+        np.testing.assert_allclose(out, want_blocked, rtol=1e-3, atol=1e-3, err_msg=label)

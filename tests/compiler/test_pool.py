@@ -7,6 +7,8 @@ import pytest
 
 from wasmforge.compiler import pool
 
+from .native_checks import run_native
+
 
 def pool2d(shape, kernel, stride, padding, ceil_mode=False, kind="max", layout="NCHW8c"):
     """(PrimFunc, output shape) of TVM's pool2d."""
@@ -35,13 +37,7 @@ def test_the_schedule_computes_the_same_pool(shape, kernel, stride, padding, cei
     lanes = sch.get_loops(sch.get_sblock("pool_max_update"))[-1]
     assert sch.get(lanes).kind == tirx.ForKind.VECTORIZED
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    outputs = []
-    for f in (func, scheduled):
-        kernel_ = tvm.tirx.build(tvm.IRModule({"main": f}), tvm.target.Target("llvm"))
-        out = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
-        kernel_(tvm.runtime.tensor(x), out)
-        outputs.append(out.numpy())
-    np.testing.assert_array_equal(outputs[1], outputs[0])
+    np.testing.assert_array_equal(run_native(scheduled, [x], out_shape), run_native(func, [x], out_shape))
 
 
 def test_other_pools_keep_the_default():
