@@ -103,7 +103,14 @@ def test_a_winograd_schedule_failure_falls_back_to_direct_convs(monkeypatch, tmp
 
 def test_tile_size_rule():
     assert winograd.tile_size(56, 56) == 4 and winograd.tile_size(28, 28) == 4
-    assert winograd.tile_size(14, 14) == 2 and winograd.tile_size(7, 7) == 2
+    # 4x4 tiles padded no more than 2x2 tiles: SqueezeNet's 55- and 27-wide maps.
+    assert winograd.tile_size(55, 55) == 4 and winograd.tile_size(27, 27) == 4
+    assert winograd.tile_size(4, 64) == 4
+    # 14 and 13 wide: 4x4 tiles waste more (0.73 of F(2x2)'s work, not <= 0.6).
+    assert winograd.tile_size(14, 14) == 2 and winograd.tile_size(13, 13) == 2
+    # Fewer than 16 tiles of 4x4: 7x7 (4 tiles), 10x10 (9), 4x4 (1).
+    assert winograd.tile_size(7, 7) == 2 and winograd.tile_size(10, 10) == 2
+    assert winograd.tile_size(4, 4) == 2
 
 
 def test_no_winograd_when_the_rule_says_so(monkeypatch):

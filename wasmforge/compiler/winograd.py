@@ -40,6 +40,8 @@ BLOCK = 8  # channels per block (input and output): NCHW8c, OIHW8i8o
 INPUT_TRANSFORM = "winograd_input"
 GEMM = "winograd_gemm"
 OUTPUT_TRANSFORM = "winograd_output"
+F4_MIN_TILES = 16  # see tile_size
+F4_MAX_WORK = 0.6
 
 # Transform matrices (Lavin & Gray 2015), exact as fractions: B^T, G, A^T.
 MATRICES = {
@@ -80,11 +82,20 @@ def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def tile_size(out_h: int, out_w: int) -> int:
     """m of F(m x m, 3 x 3) for an output map of out_h x out_w (0: no Winograd).
 
-    F(4x4) where the map splits into whole 4x4 tiles (ResNet50's 56- and 28-wide
-    stages), else F(2x2): measured as wasm on resnet50-synth (docs/performance-notes.md,
-    2026-12-01), F(4x4) took 0.2-0.8x the time of F(2x2) on 56 and 28 wide maps, about the
-    same on 14 wide maps (4 tiles of 4 cover 16: 31% wasted) and 1.4-1.6x on 7 wide ones."""
-    return 4 if out_h % 4 == 0 and out_w % 4 == 0 else 2
+    F(4x4) where it needs at most F4_MAX_WORK of F(2x2)'s multiply-adds, counting the
+    padding of partial tiles (36 per 4x4 tile, 16 per 2x2 tile: 0.5625 when both tile
+    the map alike), on a map of at least F4_MIN_TILES 4x4 tiles; else F(2x2). Measured
+    as wasm (docs/performance-notes.md): F(4x4) took 0.2-0.8x the time of F(2x2) on
+    ResNet50's 56- and 28-wide maps and 0.69x on SqueezeNet's 55- and 27-wide ones
+    (0.5625 of the work each); 0.93x on 14-wide maps (0.73 of the work, and 2.25x the
+    transformed weights: ResNet50's .wasm 144 -> 176 MB for 1.5% of its time: not
+    taken); 1.26x on 7-wide maps (4 tiles: each transformed weight, 4x the size of
+    the 3x3 weights, is used by 4 tiles only, so the GEMM streams weights)."""
+    def tiles(m: int) -> int:
+        return -(-out_h // m) * (-(-out_w // m))
+
+    f4_work = 36 * tiles(4) / (16 * tiles(2))
+    return 4 if tiles(4) >= F4_MIN_TILES and f4_work <= F4_MAX_WORK else 2
 
 
 def transform_weights(weight: np.ndarray, m: int) -> np.ndarray:
