@@ -68,6 +68,21 @@ def test_blocked_depthwise_is_scheduled_fused_and_between_no_transforms(tmp_path
     assert scheduled and all(f.attrs.get("tirx.is_scheduled", False) for f in scheduled)
 
 
+def test_strided_depthwise_reads_its_padding_in_place():
+    """Stride 1 pads a copy of each channel block before reading it; stride 2 reads the
+    input in place, bounds-tested, with no padded copy (both checked against onnxruntime
+    by the tests above)."""
+    model = mobile_blocks(size=14)
+    mod, _ = lower(model, graph_inputs(model, {}))
+    copies = {}
+    for gv, f in mod.functions.items():
+        if "depthwise_conv2d_nchwc" in gv.name_hint:
+            script = f.script()
+            strided = "T.int64(7), T.int64(7), T.int64(8))" in script  # 14x14 -> 7x7
+            copies[strided] = "pad_temp" in script
+    assert copies == {False: True, True: False}
+
+
 @pytest.mark.parametrize("size", [13, 9])  # odd widths: tiles of 1, a stride-2 output of 7 / 5
 def test_odd_sizes_match_onnxruntime(tmp_path, size):
     assert_matches_onnxruntime(mobile_blocks(size=size), tmp_path / "m.onnx")
