@@ -85,7 +85,7 @@ def test_every_winograd_variant_computes_the_convolution():
     u_in = te.placeholder(u.shape, name="u")
     func = te.create_prim_func([data, u_in, winograd.conv2d_winograd(data, u_in, (1, 1, 1, 1), 2)])
     found = conv_variants.variants(func)
-    assert [label for label, _ in found][0] == f"tile={winograd._gemm_tile(4)} blocks=1 unroll=4"
+    assert [label for label, _ in found][0] == f"tile={winograd._gemm_tile(4, 4)} blocks=1 unroll=4"
     assert len(found) > 5
     x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))

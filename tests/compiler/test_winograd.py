@@ -64,10 +64,13 @@ def _winograd_funcs(mod) -> dict:
 
 
 @pytest.mark.parametrize(("c", "k", "hw", "residual", "batch"),
-                         [(16, 8, 8, False, 1), (8, 16, 7, True, 1), (16, 16, 5, True, 1), (8, 8, 12, True, 2)])
+                         [(16, 8, 16, False, 1), (8, 16, 7, True, 1), (16, 16, 5, True, 1), (8, 8, 15, True, 2),
+                          (8, 8, 8, False, 1)])
 def test_small_convs_match_onnxruntime(tmp_path, c, k, hw, residual, batch):
-    """F(4x4) (8, 12) and F(2x2) (7, 5: a partial last tile), bias + relu and residual
+    """F(4x4) (16, and 15: a partial last tile) and F(2x2) (7 and 5: partial last tiles;
+    7 and 8: register tiles spanning two rows of 4 tiles), bias + relu and residual
     epilogues, a batch of 2."""
+    assert winograd.tile_size(hw, hw) == (4 if hw >= 15 else 2)
     model = _conv_model(c, k, hw, residual, batch=batch)
     warnings: list[str] = []
     mod, _ = lower(model, graph_inputs(model, {}), warnings=warnings)
@@ -111,6 +114,14 @@ def test_tile_size_rule():
     # Fewer than 16 tiles of 4x4: 7x7 (4 tiles), 10x10 (9), 4x4 (1).
     assert winograd.tile_size(7, 7) == 2 and winograd.tile_size(10, 10) == 2
     assert winograd.tile_size(4, 4) == 2
+
+
+def test_gemm_tile_spans_rows_only_where_rows_are_narrow():
+    assert winograd._gemm_tile(14, 14) == 7 and winograd._gemm_tile(7, 7) == 7  # along a row
+    assert winograd._gemm_tile(20, 20) == 4  # 80-wide maps in F(4x4): unchanged
+    assert winograd._gemm_tile(4, 4) == 8  # ResNet50's 7x7 stage in F(2x2): two rows of 4
+    assert winograd._gemm_tile(4, 2) == 8 and winograd._gemm_tile(8, 1) == 8
+    assert winograd._gemm_tile(5, 4) == 4 and winograd._gemm_tile(2, 2) == 2  # rows do not fill 8
 
 
 def test_no_winograd_when_the_rule_says_so(monkeypatch):

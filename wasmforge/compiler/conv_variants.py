@@ -48,11 +48,13 @@ def _found(func):
             optimize._schedule(s, index, *choice)
         rule = optimize._ow_tile
     elif winograd.GEMM in names:
-        _, _, _, o, _, x, _, _, rci = sch.get_loops(sch.get_sblock(winograd.GEMM))
+        _, _, _, o, y, x, _, _, rci = sch.get_loops(sch.get_sblock(winograd.GEMM))
 
         def apply(s, *choice):
             winograd._schedule(s, names, *choice)
-        rule = winograd._gemm_tile
+
+        def rule(width):
+            return winograd._gemm_tile(int(sch.get(y).extent), width)
     else:
         return None
     width = int(sch.get(x).extent)

@@ -42,6 +42,7 @@ GEMM = "winograd_gemm"
 OUTPUT_TRANSFORM = "winograd_output"
 F4_MIN_TILES = 16  # see tile_size
 F4_MAX_WORK = 0.6
+ROW_SPANNING_TILE = 8  # see _gemm_tile
 
 # Transform matrices (Lavin & Gray 2015), exact as fractions: B^T, G, A^T.
 MATRICES = {
@@ -196,9 +197,16 @@ def legalize(bb: relax.BlockBuilder, call) -> relax.Expr | None:
     return bb.call_te(conv2d_winograd, data, u, padding, m, primfunc_name_hint="conv2d_winograd")
 
 
-def _gemm_tile(tiles_w: int) -> int:
-    # Tiles per register tile: as the direct conv's pixels per tile (4, else 7, ...).
-    return first_divisor(tiles_w, (4, 7, 6, 8, 5, 3, 2))
+def _gemm_tile(rows: int, width: int) -> int:
+    """Winograd tiles per register tile for a map of `rows` x `width` tiles: as the direct
+    conv's pixels per tile (4, else 7, ...) along a row, or ROW_SPANNING_TILE tiles of
+    whole rows where rows are only 1, 2 or 4 tiles wide (ResNet50's 7x7 stage: 4 x 4
+    tiles for F(2x2)). The register tile is what the GEMM reuses each transformed
+    weight for, so a 4-tile register tile read each weight 4 times per layer."""
+    tile = first_divisor(width, (4, 7, 6, 8, 5, 3, 2))
+    if tile < ROW_SPANNING_TILE and ROW_SPANNING_TILE % width == 0 and rows * width % ROW_SPANNING_TILE == 0:
+        return ROW_SPANNING_TILE
+    return tile
 
 
 class ScheduleFailed(Exception):
@@ -251,14 +259,20 @@ def _schedule_input(sch: s_tir.Schedule) -> None:
 def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: int | None) -> None:
     gemm = sch.get_sblock(GEMM)
     i, j, b, k, y, x, kb, rc, rci = sch.get_loops(gemm)
-    tile = tile or _gemm_tile(int(sch.get(x).extent))
+    rows, width = int(sch.get(y).extent), int(sch.get(x).extent)
+    tile = tile or _gemm_tile(rows, width)
+    outer = [y]
+    if tile > width:  # a register tile of whole rows: one loop over the map's tiles
+        if tile % width or (rows * width) % tile:
+            raise ValueError(f"a tile of {tile} does not cover whole rows of {width} tiles")
+        x, outer = sch.fuse(y, x), []
     xo, xi = sch.split(x, [None, tile])
     steps = unroll_steps(sch, rci, unroll, tile)
     inner = [xi, kb]
     if blocks > 1:
         k, ki = sch.split(k, [None, blocks])
         inner = [ki, xi, kb]
-    sch.reorder(i, j, b, k, y, xo, rc, *steps, *inner)
+    sch.reorder(i, j, b, k, *outer, xo, rc, *steps, *inner)
     store = sch.cache_write(gemm, 0, "local")
     sch.reverse_compute_at(store, xo)
     unroll_tile_store(sch, store, xo)
