@@ -54,6 +54,7 @@ from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, 
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
+COMPACT_BLOCK = "strided_input"  # see _conv2d_nchwc
 
 
 def _ic_block(channels: int) -> int:
@@ -86,6 +87,13 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if pt or pl or pb or pr:
         data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
+    if kh == kw == 1 and (sh, sw) != (1, 1):
+        # A strided 1x1 conv reads every sh-th row and sw-th column; every output-channel
+        # block streams its input again, so gather those pixels once into a compact copy.
+        src = data
+        data = te.compute((n, ico, oh, ow, icb), lambda b, c, y, x, i: src[b, c, y * sh, x * sw, i],
+                          name=COMPACT_BLOCK)
+        sh = sw = 1
     rco = te.reduce_axis((0, ico), "rco")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -146,6 +154,9 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
     conv_variants.py measures the others per workload for `invoke tune`."""
     conv = sch.get_sblock(CONV_BLOCK)
     epilogue = sch.get_child_blocks(sch.get_sblock("root"))[index + 1:]
+    for block in sch.get_child_blocks(sch.get_sblock("root"))[:index]:
+        if sch.get(block).name_hint == COMPACT_BLOCK:
+            sch.vectorize(sch.get_loops(block)[-1])
     # Bias add / residual add / relu: fold the chain into its last block, which
     # is then computed tile by tile right after the accumulation.
     for block in epilogue[:-1]:
