@@ -219,7 +219,7 @@ def test_docs_supported_ops_is_the_generated_table():
 
 def test_winograd_weights_count_in_the_size_estimate(tmp_path):
     """A 3x3 stride-1 conv with 8k in/out channels embeds (m+2)^2 values per filter
-    (compiler/winograd.py): 16x16 on an 8x8 map is F(4x4) (+27 per filter), the
+    (compiler/winograd.py): 16x16 on a 16x16 map is F(4x4) (+27 per filter), the
     stride-2 conv and the 3-channel one add nothing."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -229,8 +229,8 @@ def test_winograd_weights_count_in_the_size_estimate(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["a", "W2"], ["b"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["b", "W3"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 4, 4])],
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
                               [numpy_helper.from_array(v, k) for k, v in weights.items()])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
