@@ -119,6 +119,7 @@ def test_tile_size_rule():
 def test_gemm_tile_spans_rows_only_where_rows_are_narrow():
     assert winograd._gemm_tile(14, 14) == 7 and winograd._gemm_tile(7, 7) == 7  # along a row
     assert winograd._gemm_tile(20, 20) == 4  # 80-wide maps in F(4x4): unchanged
+    assert winograd._gemm_tile(8, 8) == 4  # a row of 8 tiles is not narrow: 4 along it, as before
     assert winograd._gemm_tile(4, 4) == 8  # ResNet50's 7x7 stage in F(2x2): two rows of 4
     assert winograd._gemm_tile(4, 2) == 8 and winograd._gemm_tile(8, 1) == 8
     assert winograd._gemm_tile(5, 4) == 4 and winograd._gemm_tile(2, 2) == 2  # rows do not fill 8

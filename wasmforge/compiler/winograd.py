@@ -203,10 +203,9 @@ def _gemm_tile(rows: int, width: int) -> int:
     whole rows where rows are only 1, 2 or 4 tiles wide (ResNet50's 7x7 stage: 4 x 4
     tiles for F(2x2)). The register tile is what the GEMM reuses each transformed
     weight for, so a 4-tile register tile read each weight 4 times per layer."""
-    tile = first_divisor(width, (4, 7, 6, 8, 5, 3, 2))
-    if tile < ROW_SPANNING_TILE and ROW_SPANNING_TILE % width == 0 and rows * width % ROW_SPANNING_TILE == 0:
+    if width < ROW_SPANNING_TILE and ROW_SPANNING_TILE % width == 0 and rows * width % ROW_SPANNING_TILE == 0:
         return ROW_SPANNING_TILE
-    return tile
+    return first_divisor(width, (4, 7, 6, 8, 5, 3, 2))
 
 
 class ScheduleFailed(Exception):
