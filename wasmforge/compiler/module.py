@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .interleave import interleave
 from .request import DEFAULT_FEATURES, FEATURES, STEP_PREFIX, BuildRequest, JobResult, ModelJob
 
 SRC = Path("/src")
@@ -70,7 +71,9 @@ def build_wasm(graph_dir: Path, name: str, out_dir: Path, external_params: bool 
     subprocess.run(command, cwd=crate_dir, env=env, check=True)
     built = WORK / "target" / WASM_TARGET / "release" / "wasmforge-model.wasm"
     wasm = out_dir / f"{name}.wasm"
-    shutil.copyfile(built, wasm)
+    code, stretches = interleave(built.read_bytes())
+    print(f"interleaved the multiply-add chains of {stretches} loop bodies", flush=True)
+    wasm.write_bytes(code)
     if external_params:
         shutil.copyfile(graph_dir / "params.bin", out_dir / f"{name}.params.bin")
     return wasm

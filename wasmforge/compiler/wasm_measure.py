@@ -2,8 +2,8 @@
 
 Build (`link_kernel`): one PrimFunc -> a wasm32 object with the build's own
 target and TIR pipeline (graph_lib.wasm_target, optimize.TIR_PIPELINE) ->
-`wasm-ld` -> a small .wasm exporting `__tvm_ffi_kernel` and its memory; the
-kernel's few imports (workspace, error setter, memset/memcpy) come from the host.
+`wasm-ld` -> interleave.py's rewrite (as in the module) -> a small .wasm exporting
+`__tvm_ffi_kernel` and its memory; the kernel's few imports (workspace, error setter, memset/memcpy) come from the host.
 
 Run (`WasmKernel`): instantiate it in the engine the project's modules run in
 (sandbox.new_engine: Cranelift `speed`, relaxed SIMD, no epoch interruption:
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .interleave import interleave
 
 KERNEL = "kernel"  # the linked module exports __tvm_ffi_kernel
 SYMBOL = f"__tvm_ffi_{KERNEL}"
@@ -97,6 +99,7 @@ def link_kernel(func, target=None, out_dir: Path | None = None) -> Path:
     if linked.returncode:
         raise RuntimeError(f"wasm-ld failed: {linked.stderr.strip()}")
     obj.unlink()
+    wasm.write_bytes(interleave(wasm.read_bytes())[0])  # as module.build_wasm does
     return wasm
 
 
