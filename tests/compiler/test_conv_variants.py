@@ -30,8 +30,8 @@ def test_choices_divide_their_loops_fit_the_registers_and_start_with_the_rule():
 
 def test_a_prime_width_and_an_odd_channel_count_keep_what_divides():
     found = conv_variants.choices(7, 3, 8, 7)
-    assert found[0] == (7, 1, 8)  # the rule: a 7-wide tile takes whole blocks of 8 channels
-    assert (7, 1, 4) in found
+    assert found[0] == (7, 1, 4)  # the rule: steps of 4 channels, whatever the tile
+    assert (7, 1, 8) in found
     assert all(pixels == 7 and blocks == 1 for pixels, blocks, _ in found)
     assert conv_variants.choices(13, 1, 3, 1) == [(1, 1, 3)]
 

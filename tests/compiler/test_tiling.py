@@ -13,12 +13,6 @@ from .convs import conv_bias_relu
 @pytest.mark.parametrize(("block", "step"), [(8, 4), (16, 4), (4, 4), (3, 3), (6, 6), (1, 1)])
 def test_step_channels_is_four_where_it_divides_the_block(block, step):
     assert tiling.step_channels(block) == step
-    assert tiling.step_channels(block, tile=8) == tiling.step_channels(block, tile=4) == step
-
-
-@pytest.mark.parametrize("block", [8, 3])
-def test_a_seven_wide_tile_takes_whole_blocks(block):
-    assert tiling.step_channels(block, tile=7) == block
 
 
 @pytest.mark.parametrize(("width", "tile"), [(56, 8), (112, 8), (28, 7), (14, 7), (7, 7), (12, 4), (54, 6),
@@ -47,12 +41,12 @@ def test_the_conv_reduction_steps_through_four_channels_at_a_time():
     assert int(sch.get(pixels).extent) == 8
 
 
-def test_a_seven_wide_row_steps_through_the_whole_block():
+def test_a_seven_wide_row_steps_four_channels_too():
     from tvm import tirx
 
     sch = _schedule(conv_bias_relu(16, 8, 7))
     *_, channel_step, pixels, lanes = sch.get_loops(sch.get_sblock("conv2d_NCHWc_update"))
-    assert int(sch.get(channel_step).extent) == 8 and sch.get(channel_step).kind == tirx.ForKind.UNROLLED
+    assert int(sch.get(channel_step).extent) == 4 and sch.get(channel_step).kind == tirx.ForKind.UNROLLED
     assert int(sch.get(pixels).extent) == 7
 
 

@@ -66,7 +66,7 @@ def choices(width: int, oc_blocks: int, ic_block: int, rule_tile: int) -> list[t
     rule's own choice (`rule_tile`, 1, its step of input channels) first."""
     from .tiling import step_channels
 
-    rule = (rule_tile, 1, step_channels(ic_block, rule_tile))
+    rule = (rule_tile, 1, step_channels(ic_block))
     found = [rule]
     for pixels, blocks, unroll in product(PIXELS, BLOCKS, UNROLL):
         if (width % pixels or oc_blocks % blocks or unroll > ic_block or ic_block % unroll

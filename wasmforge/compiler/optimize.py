@@ -131,9 +131,10 @@ def _ow_tile(ow: int) -> int:
     # Pixels per register tile (2 accumulator vectors each): 8 where the row allows,
     # else 7, else 4. Timed as wasm in the runner's engine (no epoch check: the 16
     # accumulators of an 8-pixel tile stay in registers) every 56-wide 1x1 conv of
-    # ResNet50 was fastest with 8 pixels, every 28/14/7-wide one with 7 (and whole
-    # 8-channel steps, tiling.step_channels); whole models 0.95x (ResNet50), 0.98x
-    # (SqueezeNet), 0.99x (MobileNetV2) against the old order 4, 6, 7, 8.
+    # ResNet50 was fastest with 8 pixels, every 28/14/7-wide one with 7 (then with
+    # whole 8-channel steps; tiling.STEP_CHANNELS says why steps are 4 since); whole
+    # models 0.95x (ResNet50), 0.98x (SqueezeNet), 0.99x (MobileNetV2) against the
+    # old order 4, 6, 7, 8.
     return first_divisor(ow, (8, 7, 4, 6, 5, 3, 2))
 
 
@@ -164,7 +165,7 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
     n, o, y, x, c, rco, ry, rx, rci = sch.get_loops(conv)
     pixels = pixels or _ow_tile(int(sch.get(x).extent))
     xo, xi = sch.split(x, [None, pixels])
-    steps = unroll_steps(sch, rci, unroll, pixels)
+    steps = unroll_steps(sch, rci, unroll)
     # Output-channel block outermost: its weights stay in cache while the
     # input streams past. Innermost: a tile of pixels x 8 channels.
     if blocks > 1:

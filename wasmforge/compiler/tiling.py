@@ -12,15 +12,15 @@ from tvm import s_tir, tirx
 
 Found = TypeVar("Found")
 
-# Input channels per unrolled step of a conv's reduction (direct or Winograd GEMM).
-# Cranelift keeps every load of a loop body where the wasm has it and emits the
-# multiply-adds at the back edge, so all of a step's input and weight vectors are
-# live at once: steps of 4 channels measured 1.15-1.3x faster than whole blocks of
-# 8 for 4-pixel tiles (docs/performance-notes.md). A 7-wide tile is the exception:
-# timed as wasm in the runner's engine (no epoch check), every 7-wide 1x1 conv
-# and Winograd GEMM of ResNet50 was fastest with whole blocks of 8 (1.05-1.10x).
+# Input channels per unrolled step of a conv's reduction (direct or Winograd GEMM),
+# whatever the tile. Cranelift keeps the loads of a loop body where the wasm has
+# them, so a step's input and weight vectors are live together: steps of 4
+# channels measured 1.15-1.3x faster than whole blocks of 8 for 4-pixel tiles. For
+# 7-pixel tiles whole blocks won on the Xeon before interleave.py existed
+# (1.05-1.10x per kernel); with it, on the AMD EPYC, steps of 4 win: 0.67-0.96x
+# per 7-wide kernel, 0.88-0.94x (fastest runs) for ResNet50, MobileNetV2 and
+# SqueezeNet (docs/performance-notes.md).
 STEP_CHANNELS = 4
-WHOLE_BLOCK_TILES = (7,)
 
 
 def first_divisor(n: int, preferred: tuple[int, ...], default: int | None = 1) -> int | None:
@@ -31,20 +31,17 @@ def first_divisor(n: int, preferred: tuple[int, ...], default: int | None = 1) -
     return default
 
 
-def step_channels(block: int, tile: int | None = None) -> int:
-    """The rule's input channels per unrolled step for an input-channel block of `block`
-    and a register tile `tile` wide (pixels, or Winograd tiles)."""
-    if tile in WHOLE_BLOCK_TILES:
-        return block
+def step_channels(block: int) -> int:
+    """The rule's input channels per unrolled step for an input-channel block of `block`."""
     return STEP_CHANNELS if block > STEP_CHANNELS and block % STEP_CHANNELS == 0 else block
 
 
-def unroll_steps(sch: s_tir.Schedule, channels, unroll: int | None = None, tile: int | None = None) -> list:
+def unroll_steps(sch: s_tir.Schedule, channels, unroll: int | None = None) -> list:
     """Split a conv's innermost input-channel loop into steps of `unroll` channels
-    (default: `step_channels` for a tile `tile` wide) and unroll the step; the loops,
+    (default: `step_channels`) and unroll the step; the loops,
     outer first (one loop when no split was needed)."""
     extent = int(sch.get(channels).extent)
-    unroll = unroll or step_channels(extent, tile)
+    unroll = unroll or step_channels(extent)
     steps = [channels] if unroll == extent else list(sch.split(channels, [None, unroll]))
     sch.unroll(steps[-1])
     return steps

@@ -266,7 +266,7 @@ def _schedule_gemm(sch: s_tir.Schedule, tile: int | None, blocks: int, unroll: i
             raise ValueError(f"a tile of {tile} does not cover whole rows of {width} tiles")
         x, outer = sch.fuse(y, x), []
     xo, xi = sch.split(x, [None, tile])
-    steps = unroll_steps(sch, rci, unroll, tile)
+    steps = unroll_steps(sch, rci, unroll)
     inner = [xi, kb]
     if blocks > 1:
         k, ki = sch.split(k, [None, blocks])
