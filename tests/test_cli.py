@@ -59,6 +59,17 @@ def test_unknown_task_and_option_are_refused():
     assert code == 1 and "--no-such-option" in err
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_after_any_task_is_its_help(task, flag):
+    """`invoke run --help` shows run's options: no task takes a positional argument,
+    which invoke would fill with the `--help` that follows it."""
+    code, out, err = invoke(task, flag)
+    assert code == 0, err
+    assert out.startswith(f"Usage: wasmforge [--core-opts] {task} "), out[:200]
+    assert not any(arg.positional for arg in cli.namespace[task].get_arguments())
+
+
 def test_models_show_the_preprocessing():
     code, out, _ = invoke("models")
     assert code == 0
@@ -111,6 +122,11 @@ BAD_ARGUMENTS = [
     (("conformance", "--chunk", "1.5"), "--chunk must be an integer >= 1"),
     (("conformance", "--min-pass", "abc"), "--min-pass must be a number >= 0"),
     (("conformance", "--json", "/nonexistent/out.json"), "no such directory /nonexistent"),
+    (("run", "--input", "x.npy"), "give --model NAME"),
+    (("verify",), "give --model NAME"),
+    (("smoke",), "give --model NAME"),
+    (("profile",), "give --model NAME"),
+    (("compare-builds", "--first", "dist"), "give --second DIR"),
 ]
 
 

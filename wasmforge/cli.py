@@ -98,6 +98,15 @@ def _existing_file(path, option: str) -> None:
         raise UserError(f"--{option}: no such file: {path}")
 
 
+def _required(value, option: str, what: str) -> None:
+    """A required option given as a flag, not a positional argument: invoke would take the
+    token after a task with a required positional (even `--help`) as its value."""
+    from .errors import UserError
+
+    if not value:
+        raise UserError(f"give --{option} {what}", 2)
+
+
 def _json_target(path, option: str = "json") -> None:
     """`-` or a file in an existing directory."""
     from .errors import UserError
@@ -195,7 +204,7 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze, featu
     parse_freeze(freeze)
 
 
-@task(help={"model": "artifact name under dist/",
+@task(positional=[], help={"model": "artifact name under dist/",
             "input": ".npy input file, '-' for stdin (repeatable; or one .npz of every input by name)",
             "output": ".npy file to write, '-' for stdout (repeatable; or one .npz of every output)",
             "overwrite": "replace an existing output file",
@@ -205,13 +214,14 @@ def _check_build_arguments(models, onnx_files, name, input_shapes, freeze, featu
 @user_errors
 def run(c, model, input=None, output=None, overwrite=False, time_limit=None, memory_limit=None):
     """Run dist/<model>/<model>.wasm on .npy inputs with wasmtime (after checking its hashes)."""
+    _required(model, "model", "NAME (an artifact under dist/)")
     from .run import run_artifact
 
     run_artifact(model, list(input or ()), list(output or ()), time_limit=time_limit,
                  memory_limit=memory_limit, overwrite=overwrite)
 
 
-@task(help={"model": "artifact name under dist/",
+@task(positional=[], help={"model": "artifact name under dist/",
             "rebuild": "also rebuild into a temporary directory and compare every byte",
             "onnx": "with --rebuild, the ONNX file of an artifact built with --onnx",
             "provenance": "also check dist/<model>.attestations/: subjects vs every file, source commit, "
@@ -221,6 +231,7 @@ def run(c, model, input=None, output=None, overwrite=False, time_limit=None, mem
 def verify(c, model, rebuild=False, onnx=None, provenance=False, public_key=None):
     """Check dist/<model>/ against SHA256SUMS and its manifest; --provenance checks the
     signed provenance; --rebuild checks reproducibility."""
+    _required(model, "model", "NAME (an artifact under dist/)")
     _existing_file(onnx, "onnx")
     from .verify import rebuild_and_compare, verify_hashes, verify_provenance
 
@@ -276,17 +287,18 @@ def sign(c, model=None, signing_key=None):
         print(f"signed: {directory.name}.attestations/ (keyid {keyid[:16]}...)")
 
 
-@task(help={"model": "artifact name under dist/ (built from the registry if missing)",
+@task(positional=[], help={"model": "artifact name under dist/ (built from the registry if missing)",
             "build": "rebuild the artifact first, even if dist/<model>/ exists"})
 @user_errors
 def smoke(c, model, build=False):
     """Verify dist/<model>/ and run its reference cases in the locked-down smoke container."""
+    _required(model, "model", "NAME (an artifact under dist/, or a registry model)")
     from .smoke_host import smoke as run_smoke
 
     run_smoke(model, rebuild=build)
 
 
-@task(help={"model": "artifact name under dist/ (repeat for several: each is benched, then a summary table)",
+@task(positional=[], help={"model": "artifact name under dist/ (repeat for several: each is benched, then a summary table)",
             "runs": "timed runs per engine, after one warm-up (default 10)",
             "json": "also write the results as JSON to PATH ('-' for stdout)",
             "onnx": "the ONNX file, for artifacts built with --onnx instead of --model",
@@ -316,13 +328,14 @@ def bench(c, model, runs=None, json=None, onnx=None, rounds=None, tract=True):
     bench_models(model, json_path=json, runs=runs, rounds=rounds, tract=tract)
 
 
-@task(help={"model": "artifact name under dist/",
+@task(positional=[], help={"model": "artifact name under dist/",
             "runs": "inferences in one instance, every kernel call timed in each (default 5; medians reported)",
             "json": "also write the profile as JSON to PATH ('-' for stdout)",
             "top": "kernel calls to list, slowest first (default 15)"})
 @user_errors
 def profile(c, model, runs=None, json=None, top=None):
     """Where the time goes: time every kernel call of dist/<model>/ (--profile), with GFLOP/s and % of the wasm SIMD peak."""
+    _required(model, "model", "NAME (an artifact under dist/)")
     from .profile import DEFAULT_RUNS, DEFAULT_TOP
 
     runs = _number(DEFAULT_RUNS if runs is None else runs, "runs", int, 1)
@@ -425,12 +438,14 @@ def conformance(c, suite="all", jobs=None, limit=None, seed=None, chunk=None, js
                     rerun=rerun, keep=keep, min_pass=min_pass, only=only)
 
 
-@task(help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",
+@task(positional=[], help={"first": "one runner's dist/ directory", "second": "the other runner's dist/ directory",
             "model": "the models both must have built (repeatable; default: every artifact found)"},
       iterable=["model"])
 @user_errors
 def compare_builds(c, first, second, model=None):
     """Release gate: two independent builds' SHA256SUMS must be identical for every model."""
+    _required(first, "first", "DIR (one runner's dist/)")
+    _required(second, "second", "DIR (the other runner's dist/)")
     from .release import compare_builds as compare
 
     for name in compare(Path(first), Path(second), model or None):
