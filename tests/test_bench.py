@@ -70,7 +70,8 @@ def test_invoke_bench_without_artifact_exits_with_one_line():
     code, _, err = invoke("bench", "--model", "no-such-model-built")
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: no artifact dist/no-such-model-built; build it with `invoke build --model no-such-model-built`"]
+        "error: no artifact dist/no-such-model-built; build it with `invoke build --onnx FILE --name "
+        "no-such-model-built` (not a registry model: `invoke models` lists them)"]
 
 
 def test_tampered_artifact_is_refused_before_anything_runs(tmp_path):

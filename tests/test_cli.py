@@ -151,8 +151,11 @@ def test_unknown_model_names_get_a_suggestion(tmp_path):
     (tmp_path / "my-net" / "manifest.json").write_text("{}")
     with pytest.raises(UserError, match=r"^no artifact dist/my-nte; did you mean my-net\?$"):
         artifact_dir("my-nte", tmp_path)
-    with pytest.raises(UserError, match=r"^no artifact dist/zzz; build it with"):
+    with pytest.raises(UserError, match=r"^no artifact dist/zzz; build it with `invoke build --onnx FILE --name zzz`"):
         artifact_dir("zzz", tmp_path)
+    with pytest.raises(UserError, match=r"^no artifact dist/squeezenet-synth; build it with "
+                                        r"`invoke build --model squeezenet-synth`$"):
+        artifact_dir("squeezenet-synth", tmp_path)
 
 
 @pytest.mark.parametrize("filename", ["/data/dist/x/big.bin", None])

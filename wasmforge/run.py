@@ -35,8 +35,21 @@ def artifact_dir(model: str, dist: Path = DIST) -> Path:
         close = _did_you_mean(model, dist)
         if close:
             raise UserError(f"no artifact dist/{model}; did you mean {close}?")
-        raise UserError(f"no artifact dist/{model}; build it with `invoke build --model {model}`")
+        raise UserError(f"no artifact dist/{model}; build it with {_build_advice(model)}")
     return directory
+
+
+def _build_advice(model: str) -> str:
+    """How to build `model`: from the registry when it is there, else from the user's file."""
+    try:
+        from .registry import load_registry
+
+        registered = model in load_registry()
+    except Exception:  # noqa: BLE001 - advice only: fall back to the generic form
+        registered = False
+    if registered:
+        return f"`invoke build --model {model}`"
+    return f"`invoke build --onnx FILE --name {model}` (not a registry model: `invoke models` lists them)"
 
 
 def _did_you_mean(name: str, dist: Path) -> str | None:
