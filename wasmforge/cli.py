@@ -312,8 +312,7 @@ def bench(c, model, runs=None, json=None, onnx=None, rounds=None, tract=True):
     rounds = _number(3 if rounds is None else rounds, "rounds", int, 1)
     from .errors import UserError
 
-    if not model:
-        raise UserError("give --model NAME (an artifact under dist/; repeat it for several)", 2)
+    _required(model, "model", "NAME (an artifact under dist/; repeat it for several)")
     if onnx and len(model) > 1:
         raise UserError("--onnx names the ONNX file of one artifact: bench one --model with it", 2)
     _json_target(json)

@@ -32,38 +32,33 @@ def artifact_dir(model: str, dist: Path = DIST) -> Path:
     check_model_name(model)
     directory = dist / model
     if not directory.is_dir():
-        close = _did_you_mean(model, dist)
+        registered = _registry_names()
+        close = _did_you_mean(model, dist, registered)
         if close:
             raise UserError(f"no artifact dist/{model}; did you mean {close}?")
-        raise UserError(f"no artifact dist/{model}; build it with {_build_advice(model)}")
+        if model in registered:
+            raise UserError(f"no artifact dist/{model}; build it with `invoke build --model {model}`")
+        raise UserError(f"no artifact dist/{model}; build it with `invoke build --onnx FILE --name {model}` "
+                        "(not a registry model: `invoke models` lists them)")
     return directory
 
 
-def _build_advice(model: str) -> str:
-    """How to build `model`: from the registry when it is there, else from the user's file."""
+def _registry_names() -> set[str]:
+    """The registry's model names, for advice only: empty if the registry cannot be read."""
     try:
         from .registry import load_registry
 
-        registered = model in load_registry()
-    except Exception:  # noqa: BLE001 - advice only: fall back to the generic form
-        registered = False
-    if registered:
-        return f"`invoke build --model {model}`"
-    return f"`invoke build --onnx FILE --name {model}` (not a registry model: `invoke models` lists them)"
+        return set(load_registry())
+    except Exception:  # noqa: BLE001 - a suggestion is optional
+        return set()
 
 
-def _did_you_mean(name: str, dist: Path) -> str | None:
+def _did_you_mean(name: str, dist: Path, registered: set[str]) -> str | None:
     """A near miss among the artifacts and registry models (e.g. lenet-digits for lenet-digit)."""
-    known = set()
+    known = set(registered)
     if dist.is_dir():
         known |= {p.name for p in dist.iterdir() if p.is_dir() and not p.name.startswith(".")
                   and (p / "manifest.json").exists()}
-    try:
-        from .registry import load_registry
-
-        known |= set(load_registry())
-    except Exception:  # noqa: BLE001 - a suggestion is optional
-        pass
     known.discard(name)  # a registry model not built yet: the advice is to build it
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
     return close[0] if close else None
