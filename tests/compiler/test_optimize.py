@@ -113,24 +113,26 @@ def test_a_layout_failure_around_one_conv_keeps_only_that_conv_nchw(monkeypatch,
     assert_matches_onnxruntime(model, tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("size", [16, 15])  # even and odd input widths: outputs of 8
-def test_strided_1x1_conv_reads_a_compact_copy(tmp_path, size):
-    """A 1x1 conv with stride 2 (ResNet v1's downsampling) gathers the pixels it reads into
-    a compact block first, then runs as a stride-1 conv; the numbers stay onnxruntime's."""
+@pytest.mark.parametrize("size, in_channels, stride", [(16, 8, 2), (15, 8, 2), (12, 16, 1), (13, 24, 1)])
+def test_1x1_conv_reads_a_packed_copy(tmp_path, size, in_channels, stride):
+    """A 1x1 conv copies the input pixels it reads pixel-major ([N, OH, OW, IC/8, 8]) in one
+    pass, then reduces over contiguous channels: strided ones (ResNet v1's downsampling,
+    even and odd widths) gather every other pixel, stride-1 ones with more than one
+    input block only reorder. The numbers stay onnxruntime's."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    weights = {"W": rng.standard_normal([16, 8, 1, 1]) * 0.3, "B": rng.standard_normal([16]) * 0.1,
-               "W0": rng.standard_normal([8, 3, 3, 3]) * 0.3}
+    weights = {"W": rng.standard_normal([16, in_channels, 1, 1]) * 0.3, "B": rng.standard_normal([16]) * 0.1,
+               "W0": rng.standard_normal([in_channels, 3, 3, 3]) * 0.3}
     nodes = [helper.make_node("Conv", ["x", "W0"], ["c0"], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["c0", "W", "B"], ["c1"], strides=[2, 2]),
+             helper.make_node("Conv", ["c0", "W", "B"], ["c1"], strides=[stride, stride]),
              helper.make_node("Relu", ["c1"], ["y"])]
-    out = (size - 1) // 2 + 1
-    graph = helper.make_graph(nodes, "strided", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+    out = (size - 1) // stride + 1
+    graph = helper.make_graph(nodes, "pointwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, out, out])],
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     mod, _ = lower(model, graph_inputs(model, {}))
-    compact = [f for f in _blocked(mod) if optimize.COMPACT_BLOCK in f.script()]
-    assert len(compact) == 1 and compact[0].attrs.get("tirx.is_scheduled", False)
+    packed = [f for f in _blocked(mod) if optimize.PACKED_BLOCK in f.script()]
+    assert len(packed) == 1 and packed[0].attrs.get("tirx.is_scheduled", False)
     assert_matches_onnxruntime(model, tmp_path / "m.onnx")

@@ -54,7 +54,7 @@ from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, 
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
-COMPACT_BLOCK = "strided_input"  # see _conv2d_nchwc
+PACKED_BLOCK = "packed_input"  # see _conv2d_nchwc
 
 
 def _ic_block(channels: int) -> int:
@@ -87,17 +87,26 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if pt or pl or pb or pr:
         data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
-    if kh == kw == 1 and (sh, sw) != (1, 1):
-        # A strided 1x1 conv reads every sh-th row and sw-th column; every output-channel
-        # block streams its input again, so gather those pixels once into a compact copy.
-        src = data
-        data = te.compute((n, ico, oh, ow, icb), lambda b, c, y, x, i: src[b, c, y * sh, x * sw, i],
-                          name=COMPACT_BLOCK)
-        sh = sw = 1
     rco = te.reduce_axis((0, ico), "rco")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     rci = te.reduce_axis((0, icb), "rci")
+    if kh == kw == 1 and (ico > 1 or (sh, sw) != (1, 1)):
+        # A 1x1 conv reads its input once per output-channel block. In NCHWc its
+        # reduction steps from one channel plane to the next (H x W x b floats
+        # apart), so a tile's few pixels come from as many pages as the input has
+        # channel blocks. One pass copies the pixels it reads (every sh-th row and
+        # sw-th column when strided) pixel-major, [N, OH, OW, IC/b, b]: a tile then
+        # reads a few contiguous runs. Same products, same order: bit-identical.
+        src = data
+        packed = te.compute((n, oh, ow, ico, icb), lambda b, y, x, c, i: src[b, c, y * sh, x * sw, i],
+                            name=PACKED_BLOCK)
+        return te.compute(
+            (n, oco, oh, ow, ocb),
+            lambda b, o, y, x, c: te.sum(
+                packed[b, y + ry, x + rx, rco, rci] * weight[o, rco, ry, rx, rci, c], axis=[rco, ry, rx, rci]),
+            name=CONV_BLOCK,
+        )
     return te.compute(
         (n, oco, oh, ow, ocb),
         lambda b, o, y, x, c: te.sum(
@@ -156,7 +165,7 @@ def _schedule(sch: s_tir.Schedule, index: int, pixels: int | None = None, blocks
     conv = sch.get_sblock(CONV_BLOCK)
     epilogue = sch.get_child_blocks(sch.get_sblock("root"))[index + 1:]
     for block in sch.get_child_blocks(sch.get_sblock("root"))[:index]:
-        if sch.get(block).name_hint == COMPACT_BLOCK:
+        if sch.get(block).name_hint == PACKED_BLOCK:
             sch.vectorize(sch.get_loops(block)[-1])
     # Bias add / residual add / relu: fold the chain into its last block, which
     # is then computed tile by tile right after the accumulation.
