@@ -87,10 +87,7 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     if pt or pl or pb or pr:
         data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
-    rco = te.reduce_axis((0, ico), "rco")
-    ry = te.reduce_axis((0, kh), "ry")
-    rx = te.reduce_axis((0, kw), "rx")
-    rci = te.reduce_axis((0, icb), "rci")
+
     if kh == kw == 1 and (ico > 1 or (sh, sw) != (1, 1)):
         # A 1x1 conv reads its input once per output-channel block. In NCHWc its
         # reduction steps from one channel plane to the next (H x W x b floats
@@ -98,20 +95,23 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
         # channel blocks. One pass copies the pixels it reads (every sh-th row and
         # sw-th column when strided) pixel-major, [N, OH, OW, IC/b, b]: a tile then
         # reads a few contiguous runs. Same products, same order: bit-identical.
-        src = data
-        packed = te.compute((n, oh, ow, ico, icb), lambda b, y, x, c, i: src[b, c, y * sh, x * sw, i],
+        packed = te.compute((n, oh, ow, ico, icb), lambda b, y, x, c, i: data[b, c, y * sh, x * sw, i],
                             name=PACKED_BLOCK)
-        return te.compute(
-            (n, oco, oh, ow, ocb),
-            lambda b, o, y, x, c: te.sum(
-                packed[b, y + ry, x + rx, rco, rci] * weight[o, rco, ry, rx, rci, c], axis=[rco, ry, rx, rci]),
-            name=CONV_BLOCK,
-        )
+
+        def pixel(b, c, y, x, i, ry, rx):
+            return packed[b, y + ry, x + rx, c, i]
+    else:
+        def pixel(b, c, y, x, i, ry, rx):
+            return data[b, c, y * sh + ry * dh, x * sw + rx * dw, i]
+
+    rco = te.reduce_axis((0, ico), "rco")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rci = te.reduce_axis((0, icb), "rci")
     return te.compute(
         (n, oco, oh, ow, ocb),
         lambda b, o, y, x, c: te.sum(
-            data[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci] * weight[o, rco, ry, rx, rci, c],
-            axis=[rco, ry, rx, rci]),
+            pixel(b, rco, y, x, rci, ry, rx) * weight[o, rco, ry, rx, rci, c], axis=[rco, ry, rx, rci]),
         name=CONV_BLOCK,
     )
 
