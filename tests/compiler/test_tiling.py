@@ -1,5 +1,6 @@
-"""The schedule steps every hand-written kernel shares: steps of input channels,
-and register tiles whose stores leave no rolled loop (no stack array, no memset)."""
+"""What every hand-written kernel shares: a conv window's output size and padded input,
+steps of input channels, and register tiles whose stores leave no rolled loop (no
+stack array, no memset)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ import pytest
 from wasmforge.compiler import optimize, tiling, wasm_measure
 
 from .convs import conv_bias_relu
+
+
+@pytest.mark.parametrize(("size", "before", "after", "kernel", "stride", "dilation"), [
+    (224, 3, 3, 7, 2, 1), (56, 1, 1, 3, 1, 1), (56, 0, 0, 1, 2, 1), (13, 0, 1, 1, 1, 1),
+    (10, 0, 0, 3, 1, 2), (9, 2, 0, 3, 3, 2), (113, 0, 0, 3, 2, 1), (7, 3, 3, 7, 1, 1)])
+def test_window_extent_is_the_onnx_conv_output_size(size, before, after, kernel, stride, dilation):
+    import onnx
+    from onnx import TensorProto, helper
+
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[kernel, 1], strides=[stride, 1],
+                            dilations=[dilation, 1], pads=[before, 0, after, 0])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, size, 1]),
+              helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 1, kernel, 1])]
+    graph = helper.make_graph([conv], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    inferred = onnx.shape_inference.infer_shapes(helper.make_model(graph), strict_mode=True)
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    assert tiling.window_extent(size, before, after, kernel, stride, dilation) == dims[2].dim_value
+
+
+def test_pad_nchwc_pads_the_spatial_axes_only_and_only_when_asked():
+    from tvm import te
+
+    data = te.placeholder((1, 2, 5, 6, 8), name="data")
+    assert tiling.pad_nchwc(data, [0, 0, 0, 0]) is data
+    padded = tiling.pad_nchwc(data, [1, 2, 3, 4])
+    assert [int(d) for d in padded.shape] == [1, 2, 9, 12, 8]
+    assert padded.op.name == "pad_temp"
 
 
 @pytest.mark.parametrize(("block", "step"), [(8, 4), (16, 4), (4, 4), (3, 3), (6, 6), (1, 1)])

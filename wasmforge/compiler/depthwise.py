@@ -22,9 +22,10 @@ recognise, and the caller keeps TVM's default schedule for that PrimFunc.
 
 from __future__ import annotations
 
-from tvm import s_tir, te, tirx, topi
+from tvm import s_tir, te, tirx
 
-from .tiling import first_divisor, root_block_names, schedule_if, unroll_tile_store
+from .tiling import (first_divisor, pad_nchwc, root_block_names, schedule_if, unroll_tile_store,
+                     window_extent)
 
 BLOCK = 8  # channels per layout block (optimize.OC_BLOCK)
 LANES = 4  # f32 lanes per v128
@@ -54,10 +55,8 @@ def depthwise_nchwc(data, weight, strides, padding, dilation):
     _, _, kh, kw, _, _ = [int(d) for d in weight.shape]
     (sh, sw), (dh, dw) = strides, dilation
     pt, pl, pb, pr = padding
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    if pt or pl or pb or pr:
-        data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
+    oh, ow = window_extent(h, pt, pb, kh, sh, dh), window_extent(w, pl, pr, kw, sw, dw)
+    data = pad_nchwc(data, padding)
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     return te.compute(

@@ -45,12 +45,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import tvm
-from tvm import relax, s_tir, te, tirx, topi
+from tvm import relax, s_tir, te, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.tirx import compilation_pipeline as tir_pipelines
 
 from . import clip_ops, depthwise, fastmath, gemm, half, matvec, pool, ragged, topk, winograd
-from .tiling import first_divisor, root_block_names, schedule_if, unroll_steps, unroll_tile_store
+from .tiling import (first_divisor, pad_nchwc, root_block_names, schedule_if, unroll_steps,
+                     unroll_tile_store, window_extent)
 
 OC_BLOCK = 8  # output channels per vector tile: two f32x4 registers
 CONV_BLOCK = "conv2d_NCHWc"
@@ -83,10 +84,8 @@ def _conv2d_nchwc(data, weight, strides, padding, dilation):
     oco, ico, kh, kw, icb, ocb = [int(d) for d in weight.shape]
     (sh, sw), (dh, dw) = strides, dilation
     pt, pl, pb, pr = padding
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    if pt or pl or pb or pr:
-        data = topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
+    oh, ow = window_extent(h, pt, pb, kh, sh, dh), window_extent(w, pl, pr, kw, sw, dw)
+    data = pad_nchwc(data, padding)
 
     if kh == kw == 1 and (ico > 1 or (sh, sw) != (1, 1)):
         # A 1x1 conv reads its input once per output-channel block. In NCHWc its

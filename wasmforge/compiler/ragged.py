@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from tvm import te
 
+from .tiling import window_extent
+
 CROP_BLOCK = "conv2d_NCHWc_crop"
 GOOD_TILE = 3  # the smallest register tile that is left alone
 MAX_EXTRA = 1 / 8  # at most this fraction of extra columns
@@ -45,7 +47,7 @@ def wrap(conv: Callable, tile: Callable[[int], int]) -> Callable:
         kw = int(weight.shape[3])
         sw, dw = int(strides[1]), int(dilation[1])
         pt, pl, pb, pr = padding
-        ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+        ow = window_extent(w, pl, pr, kw, sw, dw)
         wider = padded_width(ow, tile)
         if wider == ow:
             return conv(data, weight, strides, padding, dilation)

@@ -1,14 +1,14 @@
-"""What every hand-written kernel schedule does the same way: pick a tile that
-divides the loop, step through input channels 4 (or 8) at a time, unroll the tile's
-store, and schedule a PrimFunc only if it recognises it, keeping TVM's default
-(correct, slower) when the schedule fails."""
+"""What every hand-written kernel does the same way: size a conv window's output and
+pad its blocked input; pick a tile that divides the loop, step through input
+channels 4 (or 8) at a time, unroll the tile's store, and schedule a PrimFunc only
+if it recognises it, keeping TVM's default (correct, slower) when the schedule fails."""
 
 from __future__ import annotations
 
 from typing import Callable, TypeVar
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import s_tir, tirx, topi
 
 Found = TypeVar("Found")
 
@@ -21,6 +21,21 @@ Found = TypeVar("Found")
 # per 7-wide kernel, 0.88-0.94x (fastest runs) for ResNet50, MobileNetV2 and
 # SqueezeNet (docs/performance-notes.md).
 STEP_CHANNELS = 4
+
+
+def window_extent(size: int, before: int, after: int, kernel: int, stride: int,
+                  dilation: int) -> int:
+    """Output positions along one axis of a conv window over `size` inputs padded by
+    `before` and `after` zeros."""
+    return (size + before + after - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def pad_nchwc(data, padding):
+    """`data` [N, C/b, H, W, b] zero-padded by (top, left, bottom, right); as it is if no padding."""
+    pt, pl, pb, pr = padding
+    if not (pt or pl or pb or pr):
+        return data
+    return topi.nn.pad(data, [0, 0, pt, pl, 0], [0, 0, pb, pr, 0], name="pad_temp")
 
 
 def first_divisor(n: int, preferred: tuple[int, ...], default: int | None = 1) -> int | None:
