@@ -164,6 +164,43 @@ def test_ratios_are_ratios_of_medians():
     assert skipped["wasm_vs_tvm_native"] is None and skipped["wasm_vs_ort_1t"] == pytest.approx(2.0)
 
 
+def test_the_fastest_runs_ratio_is_taken_from_the_minima():
+    report = _report()
+    report["wasm"].update(min_ms=1.5, times_ms=[1.5, 2.0, 2.5])
+    report["ort_1t"].update(min_ms=0.5, times_ms=[0.5, 1.0, 1.5])
+    assert bench.ratios(report)["wasm_vs_ort_1t_fastest"] == pytest.approx(3.0)
+    assert bench.ratios(_report(ort_1t=bench.empty_engine("skipped")))["wasm_vs_ort_1t_fastest"] is None
+
+
+def test_a_quiet_run_gets_no_noise_note():
+    report = _report()
+    report["wasm"]["times_ms"] = [2.0, 2.1, 2.3, 2.2, 2.0, 2.6, 2.1, 2.0]  # one slow run of 8
+    assert bench.noise_note(report) is None
+
+
+def test_a_quarter_of_slow_runs_is_called_not_quiet_with_the_fastest_runs_ratio():
+    report = _report()
+    report["wasm"].update(min_ms=2.0, times_ms=[2.0, 2.1, 3.0, 2.9, 2.1, 2.0, 2.2, 2.05])  # 2 of 8 slow
+    report["ratios"] = bench.ratios(report)
+    note = bench.noise_note(report)
+    assert note.startswith("not a quiet machine: 2 of 8 wasm runs over 1.2x the fastest (2.000-3.000 ms)")
+    assert "ORT" not in note.split(";")[0]  # onnxruntime's single run says nothing either way
+    assert note.endswith("wasm / ORT-1T by fastest runs: 2.00x")
+
+
+def test_onnxruntime_runs_count_too():
+    report = _report()
+    report["ort_1t"].update(min_ms=1.0, times_ms=[1.0, 1.5, 1.5, 1.0])
+    assert "2 of 4 ORT 1 thread runs" in bench.noise_note(report)
+
+
+@pytest.mark.parametrize("times", [[2.0, 4.0], [0.2, 0.4, 0.4, 0.2]])
+def test_too_few_or_too_short_runs_say_nothing_about_noise(times):
+    report = _report()
+    report["wasm"].update(median_ms=sorted(times)[len(times) // 2], times_ms=times)
+    assert bench.noise_note(report) is None
+
+
 def test_disagreement_is_loud():
     report = _report(wasm={**_entry(2.0, agrees=False, diff=0.5), "wasm_bytes": 1000,
                            "linear_memory_bytes": 0, "instantiate_ms": 0.1})

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from rich.console import Console
 
 from wasmforge import bench, bench_summary
 from wasmforge.errors import UserError
@@ -38,6 +39,24 @@ def test_an_engine_that_did_not_run_is_a_dash_not_a_number():
     cells = dict(zip(bench_summary.HEADERS, bench_summary.cells(row)))
     assert cells["tract wasm ms"] == "-" and cells["tract/wasm"] == "-"
     assert cells["wasm/ORT-1T"] == "2.00x"
+
+
+def test_the_fastest_runs_column_and_the_not_quiet_caption():
+    quiet, noisy = _full_report("quiet"), _full_report("noisy")
+    for report, ort_min in ((quiet, 0.5), (noisy, 0.8)):
+        report["ort_1t"]["min_ms"] = ort_min
+        report["ratios"] = bench.ratios(report)
+    noisy["noisy"] = True
+    rows = [bench_summary.row(quiet), bench_summary.row(noisy)]
+    assert [dict(zip(bench_summary.HEADERS, bench_summary.cells(r)))["fastest runs"] for r in rows] == [
+        "4.00x", "2.50x"]
+    record = Console(record=True, width=250)
+    bench_summary.render(rows, record)
+    text = record.export_text()
+    assert "not a quiet run" in text and "noisy" in text.split("not a quiet run")[1]
+    record = Console(record=True, width=250)
+    bench_summary.render(rows[:1], record)
+    assert "not a quiet run" not in record.export_text()
 
 
 def test_markdown_has_one_line_per_model():

@@ -44,6 +44,7 @@ def row(report: dict) -> dict:
         out[key] = _median(report, engine)
     out.update(
         wasm_vs_ort_1t=ratios.get("wasm_vs_ort_1t"),
+        wasm_vs_ort_1t_fastest=ratios.get("wasm_vs_ort_1t_fastest"),
         tract_wasm_vs_wasm=ratios.get("tract_wasm_vs_wasm"),
         ort_all_threads=(report.get("ort_all") or {}).get("threads"),
         gflop=report["model_flops"] / 1e9 if report.get("model_flops") else None,
@@ -51,6 +52,7 @@ def row(report: dict) -> dict:
         wasm_percent_of_peak=wasm.get("percent_of_peak"),
         peak_gflops=roof["epoch_off"]["relaxed_madd"] if roof else None,
         ok=report.get("ok", False),
+        noisy=report.get("noisy", False),
     )
     return out
 
@@ -69,13 +71,14 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-HEADERS = ("model", *(header for _, header, _ in TIMES), "wasm/ORT-1T", "tract/wasm", "GFLOP", "wasm GFLOP/s",
-           "peak GFLOP/s", "% peak")
+HEADERS = ("model", *(header for _, header, _ in TIMES), "wasm/ORT-1T", "fastest runs", "tract/wasm", "GFLOP",
+           "wasm GFLOP/s", "peak GFLOP/s", "% peak")
 
 
 def cells(summary: dict) -> list[str]:
     return [summary["model"], *(_ms(summary[key]) for key, _, _ in TIMES), _x(summary["wasm_vs_ort_1t"]),
-            _x(summary["tract_wasm_vs_wasm"]), _num(summary["gflop"], "{:.3g}"),
+            _x(summary.get("wasm_vs_ort_1t_fastest")), _x(summary["tract_wasm_vs_wasm"]),
+            _num(summary["gflop"], "{:.3g}"),
             _num(summary["wasm_gflops"], "{:.1f}"), _num(summary["peak_gflops"], "{:.1f}"),
             _num(summary["wasm_percent_of_peak"], "{:.0f}%")]
 
@@ -87,6 +90,10 @@ def render(rows: list[dict], out: Console) -> None:
         table.add_column(header, justify="left" if header == "model" else "right", no_wrap=True)
     for summary in rows:
         table.add_row(*cells(summary))
+    noisy = [summary["model"] for summary in rows if summary.get("noisy")]
+    if noisy:
+        table.caption = (f"not a quiet run (each one's note says which engine's runs spread): {', '.join(noisy)}; "
+                         "their medians' ratios move with the machine, the fastest runs' less")
     out.print(table)
 
 
