@@ -278,15 +278,10 @@ def check_outputs(entry: dict, outputs: list[np.ndarray], expected: list[np.ndar
     entry["agrees"] = comparison.ok
 
 
-def ratio(a: dict, b: dict) -> float | None:
-    if a.get("available") and b.get("available") and a.get("median_ms") and b.get("median_ms"):
-        return a["median_ms"] / b["median_ms"]
-    return None
-
-
-def fastest_ratio(a: dict, b: dict) -> float | None:
-    if a.get("available") and b.get("available") and a.get("min_ms") and b.get("min_ms"):
-        return a["min_ms"] / b["min_ms"]
+def ratio(a: dict, b: dict, key: str = "median_ms") -> float | None:
+    """a's time over b's (medians; `key="min_ms"`: fastest runs), None unless both ran."""
+    if a.get("available") and b.get("available") and a.get(key) and b.get(key):
+        return a[key] / b[key]
     return None
 
 
@@ -296,7 +291,7 @@ def ratios(report: dict) -> dict:
     tract, tract_on, wasm_on = (report.get(e, empty) for e in ("tract_wasm", "tract_wasm_epoch", "wasm_epoch"))
     return {
         "wasm_vs_ort_1t": ratio(wasm, ort_1t),
-        "wasm_vs_ort_1t_fastest": fastest_ratio(wasm, ort_1t),  # the least disturbed runs of each
+        "wasm_vs_ort_1t_fastest": ratio(wasm, ort_1t, "min_ms"),  # the least disturbed runs of each
         "wasm_vs_ort_all": ratio(wasm, ort_all),
         "wasm_vs_tvm_native": ratio(wasm, native),
         "tvm_native_vs_ort_1t": ratio(native, ort_1t),

@@ -77,7 +77,7 @@ HEADERS = ("model", *(header for _, header, _ in TIMES), "wasm/ORT-1T", "fastest
 
 def cells(summary: dict) -> list[str]:
     return [summary["model"], *(_ms(summary[key]) for key, _, _ in TIMES), _x(summary["wasm_vs_ort_1t"]),
-            _x(summary.get("wasm_vs_ort_1t_fastest")), _x(summary["tract_wasm_vs_wasm"]),
+            _x(summary["wasm_vs_ort_1t_fastest"]), _x(summary["tract_wasm_vs_wasm"]),
             _num(summary["gflop"], "{:.3g}"),
             _num(summary["wasm_gflops"], "{:.1f}"), _num(summary["peak_gflops"], "{:.1f}"),
             _num(summary["wasm_percent_of_peak"], "{:.0f}%")]
